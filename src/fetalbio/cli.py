@@ -1,0 +1,16 @@
+"""The ``fetalbio`` command: one subcommand per pipeline stage (dvc.yaml calls these)."""
+
+from __future__ import annotations
+
+import typer
+
+from stages import build_folds, clean_labels, ingest
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fetal head biometry pipeline (BPD, OFD, HC).")
+app.command("ingest", help=ingest.main.__doc__)(ingest.main)
+app.command("clean-labels", help=clean_labels.main.__doc__)(clean_labels.main)
+app.command("build-folds", help=build_folds.main.__doc__)(build_folds.main)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,204 @@
+"""Typed views of the ``params.yaml`` sections.
+
+Stages read their section through :func:`load_section`, which refuses unknown keys (a typo in
+``params.yaml`` must not be ignored), reports missing keys, and checks types and ranges, naming
+the file and the key in every message. The library itself never reads ``params.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A params file is missing, malformed, or holds a bad value."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Section ``data``: where the dataset is and how strictly to ingest it."""
+
+    root: str
+    layout: Literal["auto", "challenge", "hc18"] = "auto"
+    images_dir: str = "images"
+    landmarks_csv: str = "landmarks.csv"
+    masks_dir: str = "masks"
+    spacing_csv: str = "hc18_reference.csv"
+    on_error: Literal["error", "drop"] = "error"
+
+
+@dataclass(frozen=True)
+class LabelsConfig:
+    """Section ``labels``: the label audit's thresholds and what to do with flagged rows."""
+
+    policy: Literal["drop", "keep", "weight"] = "weight"
+    flagged_weight: float = 0.0
+    angle_tol_deg: float = 20.0
+    centre_tol_frac: float = 0.2
+    ratio_min: float = 0.55
+    ratio_max: float = 0.98
+    mahalanobis_quantile: float = 0.999
+    off_skull_mm: float = 4.0
+    near_duplicate_mad: float = 2.0
+    near_duplicates: Literal["keep", "drop"] = "keep"
+    audit_picture_rows: int = 12
+
+    def __post_init__(self) -> None:
+        _check_range("labels.flagged_weight", self.flagged_weight, 0.0, 1.0)
+        _check_range("labels.mahalanobis_quantile", self.mahalanobis_quantile, 0.5, 1.0, hi_open=True)
+        _check_range("labels.angle_tol_deg", self.angle_tol_deg, 0.0, 90.0)
+        if not 0 < self.ratio_min < self.ratio_max:
+            raise ConfigError(f"labels.ratio_min/ratio_max must satisfy 0 < min < max, got {self.ratio_min}, {self.ratio_max}")
+        for name in ("centre_tol_frac", "off_skull_mm", "near_duplicate_mad"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"labels.{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class FoldsConfig:
+    """Section ``folds``: subject-grouped, head-size-stratified K-fold."""
+
+    k: int = 5
+    size_bins: int = 3
+
+    def __post_init__(self) -> None:
+        if self.k < 2:
+            raise ConfigError(f"folds.k must be >= 2, got {self.k}")
+        if self.size_bins < 1:
+            raise ConfigError(f"folds.size_bins must be >= 1, got {self.size_bins}")
+
+
+def _check_range(name: str, value: float, lo: float, hi: float, hi_open: bool = False) -> None:
+    if value < lo or value > hi or (hi_open and value >= hi):
+        raise ConfigError(f"{name} must be in [{lo}, {hi}{')' if hi_open else ']'}, got {value}")
+
+
+def read_params(path: str | Path) -> dict[str, Any]:
+    """Read a params YAML file into a dict, with a clear error naming the file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"params file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    return data
+
+
+def get_key(params: dict[str, Any], dotted: str, source: str = "params.yaml") -> Any:
+    """``get_key(params, "data.root")`` with an error naming the missing key."""
+    cur: Any = params
+    for i, part in enumerate(dotted.split(".")):
+        if not isinstance(cur, dict) or part not in cur:
+            have = ", ".join(sorted(cur)) if isinstance(cur, dict) else type(cur).__name__
+            raise ConfigError(f"{source}: missing key {'.'.join(dotted.split('.')[: i + 1])!r} (found: {have})")
+        cur = cur[part]
+    return cur
+
+
+def _coerce(name: str, value: Any, tp: Any) -> Any:
+    origin = get_origin(tp)
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{name} must be one of {list(get_args(tp))}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(name, value, a)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError("; ".join(errors))
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list, got {value!r}")
+        (inner, *_) = get_args(tp) or (Any,)
+        items = [_coerce(f"{name}[{i}]", v, inner) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, name)
+    return value
+
+
+def from_dict(cls: type[T], raw: Any, section: str) -> T:
+    """Build dataclass ``cls`` from ``raw``, refusing unknown keys and checking types."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"section {section!r} must be a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown key(s) in {section!r}: {', '.join(unknown)} (valid: {', '.join(fields)})")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, f in fields.items():
+        if name in raw:
+            kwargs[name] = _coerce(f"{section}.{name}", raw[name], hints[name])
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing key {section}.{name}")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{section}: {exc}") from exc
+
+
+def load_section(path: str | Path, section: str, cls: type[T]) -> T:
+    """Read ``section`` of the params file at ``path`` as a ``cls`` instance."""
+    params = read_params(path)
+    try:
+        return from_dict(cls, get_key(params, section, str(path)), section)
+    except ConfigError as exc:
+        msg = str(exc)
+        raise ConfigError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "FoldsConfig",
+    "LabelsConfig",
+    "from_dict",
+    "get_key",
+    "load_section",
+    "read_params",
+]

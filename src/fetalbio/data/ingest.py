@@ -1,0 +1,407 @@
+"""Ingest: a dataset root in either supported layout -> one canonical table.
+
+Layouts
+-------
+``challenge``
+    ``images/``, ``landmarks.csv`` (``image_name`` + the eight point columns), optional
+    ``masks/`` (0/255 filled skull, same file name) and an optional spacing CSV
+    (``image_name,pixel_size_mm[,hc_mm]``).
+``hc18``
+    HC18 as published: ``training_set/NNN_HC.png`` + ``NNN_HC_Annotation.png`` (1-px ellipse
+    outline) + ``training_set_pixel_size_and_HC.csv``. The four points are the axis endpoints of
+    the ellipse fitted to the outline, and the outline is filled into a mask.
+
+Output (in ``out_dir``): ``table.csv`` (columns :data:`TABLE_COLUMNS`; paths relative to
+``out_dir``), ``images/`` (8-bit grayscale copies; converted ones re-encoded as PNG) and
+``masks/`` (0/255 PNG). Every problem found is an :class:`Issue` naming the file, the line and
+the column; with ``on_error="error"`` all of them are raised together, with ``"drop"`` the rows
+are dropped and listed with their reason in the drop report.
+
+Coordinates are valid inside the image's pixel area: ``-0.5 <= x <= W - 0.5`` and the same for
+``y`` (pixel centres at integers).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from fetalbio import POINT_COLUMNS
+from fetalbio.config import DataConfig
+from fetalbio.data.io import ImageReadError, UnsafePathError, file_sha256, read_gray8, safe_join, write_png
+
+TABLE_COLUMNS = [
+    "image_name",
+    "image_path",
+    "width",
+    "height",
+    "subject_id",
+    *POINT_COLUMNS,
+    "points_source",
+    "pixel_size_mm",
+    "hc_mm",
+    "mask_path",
+    "image_sha256",
+    "conversions",
+]
+DROP_COLUMNS = ["file", "line", "column", "image_name", "reason"]
+HC18_CSV = "training_set_pixel_size_and_HC.csv"
+HC18_DIR = "training_set"
+_SUBJECT_RE = re.compile(r"^(\d+)_")
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem with one row (``line`` is the 1-based line in ``file``; header = line 1)."""
+
+    file: str
+    line: int | None
+    column: str
+    image_name: str
+    reason: str
+
+    def __str__(self) -> str:
+        where = self.file + (f" line {self.line}" if self.line is not None else "")
+        col = f", column {self.column}" if self.column else ""
+        name = f" [{self.image_name}]" if self.image_name else ""
+        return f"{where}{col}{name}: {self.reason}"
+
+
+class IngestError(ValueError):
+    """Raised with every issue found when ``on_error`` is ``error`` (or the input is unusable)."""
+
+    def __init__(self, issues: list[Issue], header: str = "ingest found problems") -> None:
+        self.issues = issues
+        lines = "\n".join(f"  - {i}" for i in issues)
+        super().__init__(f"{header} ({len(issues)}):\n{lines}")
+
+
+@dataclass
+class IngestResult:
+    table: pd.DataFrame
+    dropped: pd.DataFrame
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def subject_from_name(image_name: str) -> str:
+    """``010_2HC.png`` -> ``010``; names without a numeric prefix are their own subject (stem)."""
+    base = Path(image_name).name
+    m = _SUBJECT_RE.match(base)
+    return m.group(1) if m else Path(base).stem
+
+
+def detect_layout(root: Path, cfg: DataConfig) -> str:
+    if cfg.layout != "auto":
+        return cfg.layout
+    if (root / cfg.landmarks_csv).is_file():
+        return "challenge"
+    if (root / HC18_DIR).is_dir():
+        return "hc18"
+    raise IngestError(
+        [Issue(str(root), None, "", "", f"neither {cfg.landmarks_csv} nor {HC18_DIR}/ found: unknown layout")],
+        "cannot ingest",
+    )
+
+
+def read_table_csv(path: Path) -> pd.DataFrame:
+    """Read a CSV robustly: BOM, ``,``/``;``/tab separators, stray spaces; all cells as text."""
+    if not path.is_file():
+        raise IngestError([Issue(str(path), None, "", "", "file not found")], "cannot ingest")
+    text = path.read_text(encoding="utf-8-sig")
+    if not text.strip():
+        raise IngestError([Issue(str(path), None, "", "", "empty CSV")], "cannot ingest")
+    header = text.splitlines()[0]
+    sep = max([",", ";", "\t"], key=header.count)
+    df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=True)
+    df.columns = [str(c).strip() for c in df.columns]
+    return df.apply(lambda s: s.str.strip())
+
+
+def _require_columns(df: pd.DataFrame, required: list[str], file: str) -> pd.DataFrame:
+    """Return ``df`` with required columns matched case-insensitively; raise listing every
+    missing one, with the closest unused column name as a suggestion."""
+    lower = {c.lower(): c for c in df.columns}
+    rename = {lower[c]: c for c in required if c not in df.columns and c in lower}
+    df = df.rename(columns=rename)
+    unused = [c for c in df.columns if c not in required]
+    issues = []
+    for col in required:
+        if col in df.columns:
+            continue
+        close = difflib.get_close_matches(col, unused, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        issues.append(Issue(file, 1, col, "", f"required column missing{hint}; found: {', '.join(df.columns)}"))
+    if issues:
+        raise IngestError(issues, f"{file}: missing or misspelled columns")
+    return df
+
+
+def _parse_number(value: str) -> float | None:
+    """Float of a cell; None for non-numeric text; NaN for an empty cell."""
+    if value == "" or value.lower() in {"nan", "na", "null", "none"}:
+        return float("nan")
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _points_issues(values: dict[str, str], size: tuple[int, int] | None, file: str, line: int, name: str) -> tuple[list[Issue], list[float]]:
+    issues: list[Issue] = []
+    coords: list[float] = []
+    for col in POINT_COLUMNS:
+        v = _parse_number(values[col])
+        if v is None:
+            issues.append(Issue(file, line, col, name, f"non-numeric coordinate {values[col]!r}"))
+            coords.append(float("nan"))
+            continue
+        if np.isnan(v):
+            issues.append(Issue(file, line, col, name, "missing (NaN) coordinate"))
+        elif size is not None:
+            limit = (size[0] if col.endswith("_x") else size[1]) - 0.5
+            if not -0.5 <= v <= limit:
+                issues.append(Issue(file, line, col, name, f"coordinate {v:g} outside the image (valid -0.5..{limit:g})"))
+        coords.append(v)
+    return issues, coords
+
+
+def _read_spacing(path: Path, file: str) -> tuple[dict[str, tuple[float, float]], list[Issue]]:
+    """image_name -> (pixel_size_mm, hc_mm); bad rows become issues."""
+    df = read_table_csv(path)
+    df = _require_columns(df, ["image_name", "pixel_size_mm"], file)
+    out: dict[str, tuple[float, float]] = {}
+    issues: list[Issue] = []
+    for i, row in df.iterrows():
+        line = int(i) + 2
+        name = row["image_name"]
+        px = _parse_number(row["pixel_size_mm"])
+        hc = _parse_number(row["hc_mm"]) if "hc_mm" in df.columns else float("nan")
+        if px is None or not np.isfinite(px) or px <= 0:
+            issues.append(Issue(file, line, "pixel_size_mm", name, f"pixel size must be a positive number, got {row['pixel_size_mm']!r}"))
+            continue
+        if hc is None or (np.isfinite(hc) and hc <= 0):
+            issues.append(Issue(file, line, "hc_mm", name, f"hc_mm must be a positive number or empty, got {row['hc_mm']!r}"))
+            continue
+        if name in out:
+            issues.append(Issue(file, line, "image_name", name, "duplicate image name in the spacing CSV"))
+            continue
+        out[name] = (px, hc)
+    return out, issues
+
+
+def _store_image(src: Path, loaded, out_dir: Path, name: str) -> str:
+    """Copy (or re-encode when converted) an image under ``out_dir/images``; relative path."""
+    rel = Path("images") / name
+    if loaded.conversions or src.suffix.lower() != ".png":
+        rel = rel.with_suffix(".png")
+        write_png(out_dir / rel, loaded.pixels)
+    else:
+        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, out_dir / rel)
+    return rel.as_posix()
+
+
+def _store_mask(mask01: np.ndarray, out_dir: Path, name: str) -> str:
+    rel = (Path("masks") / name).with_suffix(".png")
+    write_png(out_dir / rel, (mask01 > 0).astype(np.uint8) * 255)
+    return rel.as_posix()
+
+
+def _ingest_challenge(root: Path, cfg: DataConfig, out_dir: Path) -> tuple[list[dict], list[Issue], dict[str, int]]:
+    lm_file = cfg.landmarks_csv
+    df = read_table_csv(root / lm_file)
+    df = _require_columns(df, ["image_name", *POINT_COLUMNS], lm_file)
+    has_subject = "subject_id" in df.columns
+    spacing: dict[str, tuple[float, float]] = {}
+    issues: list[Issue] = []
+    if cfg.spacing_csv and (root / cfg.spacing_csv).is_file():
+        spacing, sp_issues = _read_spacing(root / cfg.spacing_csv, cfg.spacing_csv)
+        issues += sp_issues
+    counts = {"rows_in": len(df), "converted_16bit": 0, "converted_colour": 0, "without_spacing": 0, "without_mask": 0}
+    dup = df["image_name"].duplicated(keep=False)
+    rows: list[dict] = []
+    masks_dir = root / cfg.masks_dir
+    images_root = root / cfg.images_dir
+    for i, row in df.iterrows():
+        line = int(i) + 2
+        name = row["image_name"]
+        row_issues: list[Issue] = []
+        if dup[i]:
+            row_issues.append(Issue(lm_file, line, "image_name", name, "duplicate image name"))
+        try:
+            src = safe_join(images_root, name)
+            loaded = read_gray8(src)
+        except (UnsafePathError, ImageReadError) as exc:
+            row_issues.append(Issue(lm_file, line, "image_name", name, str(exc)))
+            loaded = None
+        pt_issues, coords = _points_issues(dict(row), loaded.size if loaded else None, lm_file, line, name)
+        row_issues += pt_issues
+        mask01 = None
+        if loaded is not None and masks_dir.is_dir():
+            mpath = masks_dir / Path(name).name
+            if mpath.exists():
+                try:
+                    m = read_gray8(mpath)
+                    if m.size != loaded.size:
+                        row_issues.append(Issue(f"{cfg.masks_dir}/{Path(name).name}", None, "", name, f"mask size {m.size[0]}x{m.size[1]} differs from image size {loaded.size[0]}x{loaded.size[1]}"))
+                    else:
+                        mask01 = (m.pixels > 127).astype(np.uint8)
+                except ImageReadError as exc:
+                    row_issues.append(Issue(f"{cfg.masks_dir}/{Path(name).name}", None, "", name, str(exc)))
+        if row_issues:
+            issues += row_issues
+            continue
+        assert loaded is not None
+        px, hc = spacing.get(name, (float("nan"), float("nan")))
+        counts["converted_16bit"] += "16bit_to_8bit" in loaded.conversions
+        counts["converted_colour"] += any(c.endswith("_to_gray") for c in loaded.conversions)
+        counts["without_spacing"] += not np.isfinite(px)
+        counts["without_mask"] += mask01 is None
+        rows.append(
+            {
+                "image_name": name,
+                "image_path": _store_image(src, loaded, out_dir, name),
+                "width": loaded.size[0],
+                "height": loaded.size[1],
+                "subject_id": row["subject_id"] if has_subject and row["subject_id"] else subject_from_name(name),
+                **dict(zip(POINT_COLUMNS, coords)),
+                "points_source": f"{lm_file}:{','.join(POINT_COLUMNS)}",
+                "pixel_size_mm": px,
+                "hc_mm": hc,
+                "mask_path": _store_mask(mask01, out_dir, name) if mask01 is not None else "",
+                "image_sha256": file_sha256(src),
+                "conversions": ";".join(loaded.conversions),
+            }
+        )
+    labelled = set(df["image_name"])
+    extra = sorted(n for n in spacing if n not in labelled)
+    counts["spacing_rows_without_landmarks"] = len(extra)
+    if images_root.is_dir():
+        counts["images_without_landmarks"] = sum(1 for p in images_root.iterdir() if p.is_file() and p.name not in labelled)
+    return rows, issues, counts
+
+
+def _ingest_hc18(root: Path, cfg: DataConfig, out_dir: Path) -> tuple[list[dict], list[Issue], dict[str, int]]:
+    from fetalbio.geometry.ellipse import ellipse_endpoints, fit_ellipse
+    from fetalbio.geometry.masks import fill_outline
+
+    csv_file = f"{HC18_DIR}/{HC18_CSV}" if (root / HC18_DIR / HC18_CSV).is_file() else HC18_CSV
+    df = read_table_csv(root / csv_file)
+    rename = {}
+    for c in df.columns:
+        lc = c.lower()
+        if lc in {"filename", "image_name"}:
+            rename[c] = "image_name"
+        elif lc.startswith("pixel size"):
+            rename[c] = "pixel_size_mm"
+        elif lc.startswith("head circumference"):
+            rename[c] = "hc_mm"
+    df = df.rename(columns=rename)
+    df = _require_columns(df, ["image_name", "pixel_size_mm"], csv_file)
+    issues: list[Issue] = []
+    rows: list[dict] = []
+    counts = {"rows_in": len(df), "converted_16bit": 0, "converted_colour": 0, "without_spacing": 0, "without_mask": 0}
+    dup = df["image_name"].duplicated(keep=False)
+    img_dir = root / HC18_DIR
+    for i, row in df.iterrows():
+        line = int(i) + 2
+        name = row["image_name"]
+        if dup[i]:
+            issues.append(Issue(csv_file, line, "image_name", name, "duplicate image name"))
+            continue
+        px = _parse_number(row["pixel_size_mm"])
+        hc = _parse_number(row["hc_mm"]) if "hc_mm" in df.columns else float("nan")
+        if px is None or not np.isfinite(px) or px <= 0:
+            issues.append(Issue(csv_file, line, "pixel_size_mm", name, f"pixel size must be a positive number, got {row['pixel_size_mm']!r}"))
+            continue
+        try:
+            src = safe_join(img_dir, name)
+            loaded = read_gray8(src)
+            ann_name = f"{Path(name).stem}_Annotation{Path(name).suffix}"
+            ann = read_gray8(safe_join(img_dir, ann_name))
+        except (UnsafePathError, ImageReadError) as exc:
+            issues.append(Issue(csv_file, line, "image_name", name, str(exc)))
+            continue
+        if ann.size != loaded.size:
+            issues.append(Issue(f"{HC18_DIR}/{ann_name}", None, "", name, f"annotation size {ann.size} differs from image size {loaded.size}"))
+            continue
+        try:
+            mask01 = fill_outline(ann.pixels)
+            ys, xs = np.nonzero(ann.pixels > 127)
+            pts = ellipse_endpoints(fit_ellipse(np.stack([xs, ys], axis=1).astype(np.float64)))
+        except ValueError as exc:
+            issues.append(Issue(f"{HC18_DIR}/{ann_name}", None, "", name, f"annotation outline unusable: {exc}"))
+            continue
+        counts["converted_16bit"] += "16bit_to_8bit" in loaded.conversions
+        counts["converted_colour"] += any(c.endswith("_to_gray") for c in loaded.conversions)
+        rows.append(
+            {
+                "image_name": name,
+                "image_path": _store_image(src, loaded, out_dir, name),
+                "width": loaded.size[0],
+                "height": loaded.size[1],
+                "subject_id": subject_from_name(name),
+                **dict(zip(POINT_COLUMNS, pts.reshape(-1).tolist())),
+                "points_source": f"{HC18_DIR}/*_Annotation:fitted_ellipse_axes",
+                "pixel_size_mm": px,
+                "hc_mm": hc if hc is not None else float("nan"),
+                "mask_path": _store_mask(mask01, out_dir, name),
+                "image_sha256": file_sha256(src),
+                "conversions": ";".join(loaded.conversions),
+            }
+        )
+    return rows, issues, counts
+
+
+def ingest(cfg: DataConfig, out_dir: Path, base_dir: Path | None = None) -> IngestResult:
+    """Ingest the dataset described by ``cfg`` into ``out_dir``.
+
+    ``cfg.root`` is taken relative to ``base_dir`` (default: the working directory).
+    Raises :class:`IngestError` listing every issue when ``cfg.on_error == "error"``.
+    """
+    root = Path(cfg.root) if base_dir is None else (base_dir / cfg.root)
+    if not root.is_dir():
+        raise IngestError([Issue(str(root), None, "", "", "data root is not a directory")], "cannot ingest")
+    layout = detect_layout(root, cfg)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    fn = _ingest_challenge if layout == "challenge" else _ingest_hc18
+    rows, issues, counts = fn(root, cfg, out_dir)
+    if issues and cfg.on_error == "error":
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise IngestError(issues, f"ingest of {root} ({layout} layout) found problems; fix them or set data.on_error: drop")
+    dropped = pd.DataFrame([vars(i) for i in issues], columns=DROP_COLUMNS)
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    if table.empty:
+        raise IngestError(issues or [Issue(str(root), None, "", "", "no rows")], f"ingest of {root} kept no rows")
+    counts = {"layout": layout, **counts, "rows_kept": len(table), "rows_dropped": counts["rows_in"] - len(table), "issues": len(dropped)}
+    return IngestResult(table, dropped, counts)
+
+
+def read_ingested(path: Path) -> pd.DataFrame:
+    """Read an ingest table, checking its columns (the contract with later stages)."""
+    df = pd.read_csv(path, dtype={"image_name": str, "subject_id": str, "mask_path": str, "conversions": str}, keep_default_na=True)
+    missing = [c for c in TABLE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: not an ingest table, missing columns {missing}")
+    for c in ("mask_path", "conversions"):
+        df[c] = df[c].fillna("")
+    return df
+
+
+def load_mask(table_dir: Path, mask_path: str) -> np.ndarray | None:
+    """(H, W) uint8 {0,1} mask of a table row, or None when the row has none."""
+    if not mask_path:
+        return None
+    m = cv2.imread(str(table_dir / mask_path), cv2.IMREAD_GRAYSCALE)
+    if m is None:
+        raise ImageReadError(f"{table_dir / mask_path}: unreadable mask")
+    return (m > 127).astype(np.uint8)

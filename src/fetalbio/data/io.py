@@ -1,0 +1,109 @@
+"""Safe paths and image reading with explicit, recorded conversions."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import cv2
+import numpy as np
+
+
+class UnsafePathError(ValueError):
+    """An image name that is absolute or escapes the data root."""
+
+
+class ImageReadError(ValueError):
+    """A file that is missing, empty or not a decodable image."""
+
+
+def safe_join(root: Path, name: str) -> Path:
+    """Join ``name`` under ``root``, refusing names that could escape it.
+
+    Refused: empty names, absolute paths (POSIX or Windows/drive), any ``..`` component, and
+    paths whose resolved target (following symlinks) lies outside the resolved ``root``.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise UnsafePathError("empty image name")
+    if PurePosixPath(name).is_absolute() or PureWindowsPath(name).is_absolute() or PureWindowsPath(name).drive:
+        raise UnsafePathError(f"absolute image name {name!r} is not allowed")
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    if ".." in parts:
+        raise UnsafePathError(f"image name {name!r} escapes the data root ('..')")
+    root_resolved = root.resolve()
+    target = (root / Path(*parts)).resolve()
+    if target != root_resolved and root_resolved not in target.parents:
+        raise UnsafePathError(f"image name {name!r} resolves outside the data root (symlink?): {target}")
+    return root / Path(*parts)
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An 8-bit single-channel image and the conversions applied to get it."""
+
+    pixels: np.ndarray  # (H, W) uint8
+    conversions: tuple[str, ...]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(W, H)"""
+        return int(self.pixels.shape[1]), int(self.pixels.shape[0])
+
+
+def read_gray8(path: Path) -> LoadedImage:
+    """Read any image OpenCV decodes as 8-bit grayscale, recording each conversion.
+
+    16-bit images are mapped to 8 bits by ``value / 257`` (full range to full range); colour
+    images are converted with OpenCV's BGR→gray weights; an alpha channel is dropped.
+    """
+    if not path.exists():
+        raise ImageReadError(f"{path}: file not found")
+    if path.is_dir():
+        raise ImageReadError(f"{path}: is a directory, not an image")
+    if os.path.getsize(path) == 0:
+        raise ImageReadError(f"{path}: empty file (0 bytes)")
+    data = np.fromfile(path, dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageReadError(f"{path}: not a decodable image (corrupt or unsupported format)")
+    conversions: list[str] = []
+    if img.dtype == np.uint16:
+        img = np.round(img.astype(np.float64) / 257.0).astype(np.uint8)
+        conversions.append("16bit_to_8bit")
+    elif img.dtype != np.uint8:
+        raise ImageReadError(f"{path}: unsupported pixel type {img.dtype}")
+    if img.ndim == 3:
+        if img.shape[2] == 4:
+            img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY)
+            conversions.append("rgba_to_gray")
+        elif img.shape[2] == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+            conversions.append("rgb_to_gray")
+        elif img.shape[2] == 1:
+            img = img[:, :, 0]
+        else:
+            raise ImageReadError(f"{path}: unsupported channel count {img.shape[2]}")
+    if img.ndim != 2 or min(img.shape) < 1:
+        raise ImageReadError(f"{path}: unexpected image shape {img.shape}")
+    return LoadedImage(np.ascontiguousarray(img), tuple(conversions))
+
+
+def write_png(path: Path, pixels: np.ndarray) -> None:
+    """Write a PNG atomically (temp file + rename) so a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".png", pixels)
+    if not ok:
+        raise OSError(f"could not encode {path} as PNG")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buf.tobytes())
+    os.replace(tmp, path)

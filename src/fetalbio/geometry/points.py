@@ -1,0 +1,77 @@
+"""Semantics and canonical endpoint order of the four biometry landmarks.
+
+A landmark set is a ``(4, 2)`` float array of ``(x, y)`` pixels ordered
+``[ofd_1, ofd_2, bpd_1, bpd_2]``.
+
+Two rules make every set unambiguous, so that a network never sees the same anatomy labelled
+two ways:
+
+1. **Semantics by geometry.** The longer of the two diameters is the OFD (occipito-frontal,
+   anatomically the longer axis of the skull), the shorter the BPD, whatever the source columns
+   said.
+2. **Endpoint order.** Inside each pair, point 1 is the one with the smaller projection on the
+   reference direction ``REFERENCE_DIRECTION`` = (1, 0), i.e. the leftmost point; an exact tie
+   (a vertical diameter) is broken by the smaller ``y`` (the upper point). This is the fixed
+   orientation rule in the spirit of BiometryNet's orientation determination; after any
+   augmentation that mirrors the image the rule is simply applied again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+REFERENCE_DIRECTION = np.array([1.0, 0.0])
+
+
+@dataclass(frozen=True)
+class CanonicalResult:
+    """Points in canonical order and what had to change to get there."""
+
+    points: np.ndarray  # (4, 2)
+    swapped_diameters: bool  # the source OFD pair was the shorter one
+    reordered_ofd: bool  # endpoints of the (final) OFD pair were swapped
+    reordered_bpd: bool  # endpoints of the (final) BPD pair were swapped
+
+
+def _as_points(points: np.ndarray) -> np.ndarray:
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.shape != (4, 2):
+        raise ValueError(f"expected landmarks of shape (4, 2), got {pts.shape}")
+    return pts
+
+
+def diameter_lengths(points: np.ndarray) -> tuple[float, float]:
+    """Lengths in pixels of the (first pair, second pair) of a (4, 2) landmark set."""
+    pts = _as_points(points)
+    return float(np.linalg.norm(pts[1] - pts[0])), float(np.linalg.norm(pts[3] - pts[2]))
+
+
+def order_pair(p1: np.ndarray, p2: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Return the two endpoints in canonical order and whether they were swapped."""
+    d1 = float(p1 @ REFERENCE_DIRECTION)
+    d2 = float(p2 @ REFERENCE_DIRECTION)
+    if d1 < d2 or (d1 == d2 and p1[1] <= p2[1]):
+        return p1, p2, False
+    return p2, p1, True
+
+
+def canonicalize(points: np.ndarray) -> CanonicalResult:
+    """Apply both rules of this module to one (4, 2) landmark set."""
+    pts = _as_points(points).copy()
+    first_len, second_len = diameter_lengths(pts)
+    swapped = second_len > first_len
+    if swapped:
+        pts = pts[[2, 3, 0, 1]]
+    o1, o2, re_ofd = order_pair(pts[0], pts[1])
+    b1, b2, re_bpd = order_pair(pts[2], pts[3])
+    return CanonicalResult(np.stack([o1, o2, b1, b2]), swapped, re_ofd, re_bpd)
+
+
+def canonicalize_batch(points: np.ndarray) -> np.ndarray:
+    """Canonical order for an ``(N, 4, 2)`` array (e.g. after a flip augmentation)."""
+    arr = np.asarray(points, dtype=np.float64)
+    if arr.ndim != 3 or arr.shape[1:] != (4, 2):
+        raise ValueError(f"expected landmarks of shape (N, 4, 2), got {arr.shape}")
+    return np.stack([canonicalize(p).points for p in arr]) if len(arr) else arr.copy()

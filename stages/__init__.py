@@ -1,0 +1,1 @@
+"""Thin Typer commands, one per DVC stage: options -> params section -> one library call -> outputs."""
