@@ -1,5 +1,29 @@
 """Pure numpy/OpenCV geometry: landmark semantics, ellipses, biometry."""
 
+from fetalbio.geometry.ellipse import (
+    Ellipse,
+    EllipseFit,
+    ellipse_endpoints,
+    ellipse_from_cv2,
+    ellipse_from_points,
+    ellipse_to_cv2,
+    ellipse_to_mask,
+    fit_ellipse,
+    fit_ellipse_robust,
+    hc_from_diameters,
+    point_ellipse_distance,
+    ramanujan_perimeter,
+    transform_ellipse,
+)
+from fetalbio.geometry.masks import (
+    FAILURE_REASONS,
+    MaskEllipseResult,
+    boundary_points,
+    fill_holes,
+    fill_outline,
+    largest_component,
+    mask_to_ellipse,
+)
 from fetalbio.geometry.points import (
     REFERENCE_DIRECTION,
     CanonicalResult,
@@ -16,4 +40,26 @@ __all__ = [
     "canonicalize_batch",
     "diameter_lengths",
     "order_pair",
+    # ellipse
+    "Ellipse",
+    "EllipseFit",
+    "ellipse_endpoints",
+    "ellipse_from_cv2",
+    "ellipse_from_points",
+    "ellipse_to_cv2",
+    "ellipse_to_mask",
+    "fit_ellipse",
+    "fit_ellipse_robust",
+    "hc_from_diameters",
+    "point_ellipse_distance",
+    "ramanujan_perimeter",
+    "transform_ellipse",
+    # masks
+    "FAILURE_REASONS",
+    "MaskEllipseResult",
+    "boundary_points",
+    "fill_holes",
+    "fill_outline",
+    "largest_component",
+    "mask_to_ellipse",
 ]

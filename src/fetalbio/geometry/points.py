@@ -57,16 +57,24 @@ def order_pair(p1: np.ndarray, p2: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return p2, p1, True
 
 
+def canonical_permutation(points: np.ndarray) -> np.ndarray:
+    """Indices ``perm`` (4,) such that ``points[perm]`` is in canonical order (both rules)."""
+    pts = _as_points(points)
+    first_len, second_len = diameter_lengths(pts)
+    perm = [2, 3, 0, 1] if second_len > first_len else [0, 1, 2, 3]
+    for k in (0, 2):
+        _, _, swap = order_pair(pts[perm[k]], pts[perm[k + 1]])
+        if swap:
+            perm[k], perm[k + 1] = perm[k + 1], perm[k]
+    return np.array(perm)
+
+
 def canonicalize(points: np.ndarray) -> CanonicalResult:
     """Apply both rules of this module to one (4, 2) landmark set."""
-    pts = _as_points(points).copy()
-    first_len, second_len = diameter_lengths(pts)
-    swapped = second_len > first_len
-    if swapped:
-        pts = pts[[2, 3, 0, 1]]
-    o1, o2, re_ofd = order_pair(pts[0], pts[1])
-    b1, b2, re_bpd = order_pair(pts[2], pts[3])
-    return CanonicalResult(np.stack([o1, o2, b1, b2]), swapped, re_ofd, re_bpd)
+    pts = _as_points(points)
+    perm = canonical_permutation(pts)
+    swapped = bool(perm[0] >= 2)
+    return CanonicalResult(pts[perm].copy(), swapped, bool(perm[0] % 2 == 1), bool(perm[2] % 2 == 1))
 
 
 def canonicalize_batch(points: np.ndarray) -> np.ndarray:
