@@ -7,8 +7,7 @@ from pathlib import Path
 import typer
 
 from fetalbio.config import FoldsConfig, load_section
-from fetalbio.data.folds import assign_folds, fold_summary
-from fetalbio.data.labels import read_clean
+from fetalbio.data.tables import read_clean
 from fetalbio.reporting import write_csv, write_json
 from stages._common import PARAMS_OPTION, friendly_errors, read_seed
 
@@ -24,6 +23,8 @@ def main(
     metrics: Path = typer.Option(Path("metrics/folds.json"), help="Per-fold counts."),
 ) -> None:
     """Assign every cleaned row to exactly one of K folds, grouped by subject."""
+    from fetalbio.data.folds import assign_folds, fold_summary
+
     cfg = load_section(params, "folds", FoldsConfig)
     table = read_clean(labels)
     folds = assign_folds(table, cfg.k, cfg.size_bins, read_seed(params))

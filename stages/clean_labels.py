@@ -8,7 +8,6 @@ import typer
 
 from fetalbio.config import LabelsConfig, load_section
 from fetalbio.data.ingest import read_ingested
-from fetalbio.data.labels import audit, draw_audit_picture
 from fetalbio.reporting import write_csv, write_json
 from stages._common import PARAMS_OPTION, friendly_errors, read_seed
 
@@ -26,6 +25,8 @@ def main(
     picture: Path = typer.Option(Path("plots/label_audit.png"), help="Worst flagged rows drawn on their images."),
 ) -> None:
     """Semantics by geometry, canonical endpoint order, outlier evidence, policy drop/keep/weight."""
+    from fetalbio.data.labels import audit, draw_audit_picture
+
     cfg = load_section(params, "labels", LabelsConfig)
     seed = read_seed(params)
     result = audit(read_ingested(table), table.parent, cfg, seed=seed)

@@ -19,9 +19,10 @@ def test_repo_params_load() -> None:
 @pytest.mark.parametrize(
     "section,cls,raw,msg",
     [
-        ("folds", FoldsConfig, {"k": 5, "bins": 3}, "unknown key(s) in 'folds': bins"),
-        ("folds", FoldsConfig, {"k": "five"}, "folds.k must be an integer, got 'five'"),
-        ("folds", FoldsConfig, {"k": 1}, "folds.k must be >= 2"),
+        ("folds", FoldsConfig, {"ids": [0, 1], "bins": 3}, "unknown key(s) in 'folds': bins"),
+        ("folds", FoldsConfig, {"ids": ["a", 1]}, "folds.ids[0] must be an integer, got 'a'"),
+        ("folds", FoldsConfig, {"ids": [0]}, "folds.ids must be 0, 1, ..., K-1 with K >= 2"),
+        ("folds", FoldsConfig, {"ids": [0, 2]}, "folds.ids must be 0, 1, ..., K-1 with K >= 2"),
         ("data", DataConfig, {"layout": "auto"}, "missing key data.root"),
         ("data", DataConfig, {"root": "x", "on_error": "ignore"}, "data.on_error must be one of ['error', 'drop']"),
         ("labels", LabelsConfig, {"flagged_weight": 2.0}, "labels.flagged_weight must be in [0.0, 1.0]"),

@@ -30,9 +30,17 @@ def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def micro_params(params: dict) -> dict:
-    """The embedded configuration, shrunk for CI (fewer folds: same code paths)."""
+    """The embedded configuration shrunk for CI: 2 folds, one variant per kind of network
+    (heatmap, regression, segmentation), tiny widths, 2 epochs. Same code paths."""
     params = dict(params)
-    params["folds"] = {**params["folds"], "k": 3}
+    params["folds"] = {**params["folds"], "ids": [0, 1]}
+    params["landmark_variants"] = ["hm_unet", "coord_regression"]
+    params["segmentation_variants"] = ["seg_unet"]
+    params["train"] = {**params["train"], "epochs": 2, "input_width": 96, "input_height": 64, "progress": False}
+    v = params["variants"]
+    v["hm_unet"] = {**v["hm_unet"], "arch": {"base_width": 4, "depth": 3}}
+    v["seg_unet"] = {**v["seg_unet"], "arch": {"base_width": 4, "depth": 3}}
+    v["coord_regression"] = {**v["coord_regression"], "arch": {"base_width": 4, "hidden": 16}, "loss_cfg": {"scale": [96, 64]}}
     return params
 
 
@@ -50,14 +58,20 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _run(["git", "init", "-q"], dst)
     _run(["dvc", "init", "-q"], dst)
     _run(["dvc", "config", "core.analytics", "false"], dst)
+    # a clone always has a commit (dvclive reads the baseline revision)
+    _run(["git", "add", "-A"], dst)
+    _run(["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost", "commit", "-qm", "copy"], dst)
     return dst
+
+
+TRAIN_STAGES = [f"train_landmark@{v}-{f}" for v in ("hm_unet", "coord_regression") for f in (0, 1)] + [f"train_segmentation@seg_unet-{f}" for f in (0, 1)]
 
 
 @pytest.mark.slow
 def test_dvc_repro_end_to_end(project: Path) -> None:
     out = _run(["dvc", "repro"], project).stdout
-    for stage in ("ingest", "clean_labels", "build_folds"):
-        assert f"Running stage '{stage}'" in out
+    for stage in ("ingest", "clean_labels", "build_folds", *TRAIN_STAGES, "evaluate_landmark@hm_unet", "evaluate_segmentation@seg_unet", "compare"):
+        assert f"Running stage '{stage}'" in out, stage
     table = pd.read_csv(project / "data/ingested/table.csv")
     assert len(table) == 48
     clean = pd.read_csv(project / "data/clean/labels.csv")
@@ -65,14 +79,32 @@ def test_dvc_repro_end_to_end(project: Path) -> None:
     assert set(folds["image_name"]) == set(clean["image_name"])
     assert (folds.groupby("subject_id")["fold"].nunique() == 1).all()
     assert (project / "plots/label_audit.png").stat().st_size > 10_000
-    for m in ("ingest", "label_audit", "folds"):
+    for m in ("ingest", "label_audit", "folds", "compare", "variants/hm_unet", "variants/seg_unet"):
         assert (project / f"metrics/{m}.json").is_file()
+    # every image is predicted exactly once, by the model that did not train on it
+    oof = pd.concat([pd.read_csv(p) for p in sorted((project / "models/seg_unet").glob("fold*/oof.csv"))])
+    assert sorted(oof["image_name"]) == sorted(clean["image_name"])
+    fold_of = dict(zip(folds["image_name"], folds["fold"]))
+    assert all(fold_of[n] == f for n, f in zip(oof["image_name"], oof["fold"]))
+    compare_md = (project / "metrics/compare.md").read_text()
+    for v in ("hm_unet", "coord_regression", "seg_unet"):
+        assert f"| {v} |" in compare_md
+    for png in ("ced", "bland_altman", "worst_cases"):
+        assert (project / f"plots/compare/{png}.png").stat().st_size > 5_000
 
     again = _run(["dvc", "repro"], project).stdout
     assert "Running stage" not in again
     assert "up to date" in again.lower()
+
+
+@pytest.mark.slow
+def test_one_variant_param_invalidates_only_that_variant(project: Path) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["variants"]["coord_regression"]["loss_cfg"]["scale"] = [48, 32]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = _run(["dvc", "status"], project).stdout
-    assert "up to date" in status.lower()
+    changed = {line.strip().rstrip(":") for line in status.splitlines() if line and not line.startswith(("\t", " "))}
+    assert changed == {"train_landmark@coord_regression-0", "train_landmark@coord_regression-1"}, status
 
 
 @pytest.mark.slow

@@ -65,16 +65,120 @@ class LabelsConfig:
 
 @dataclass(frozen=True)
 class FoldsConfig:
-    """Section ``folds``: subject-grouped, head-size-stratified K-fold."""
+    """Section ``folds``: subject-grouped, head-size-stratified K-fold.
 
-    k: int = 5
+    ``ids`` lists the folds (``0 .. K-1``; K = its length); DVC's train matrix iterates it.
+    """
+
+    ids: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2, 3, 4])
     size_bins: int = 3
 
     def __post_init__(self) -> None:
-        if self.k < 2:
-            raise ConfigError(f"folds.k must be >= 2, got {self.k}")
+        if len(self.ids) < 2 or list(self.ids) != list(range(len(self.ids))):
+            raise ConfigError(f"folds.ids must be 0, 1, ..., K-1 with K >= 2, got {self.ids}")
         if self.size_bins < 1:
             raise ConfigError(f"folds.size_bins must be >= 1, got {self.size_bins}")
+
+    @property
+    def k(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Section ``train.augment`` (see :class:`fetalbio.data.transforms.AugmentConfig`)."""
+
+    rotate_deg: float = 10.0
+    scale: float = 0.1
+    shift: float = 0.05
+    hflip: float = 0.5
+    brightness_contrast: float = 0.2
+    gamma: float = 0.2
+    speckle: float = 0.15
+    elastic: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Section ``train``: what every variant shares (a variant may override keys)."""
+
+    input_width: int = 128
+    input_height: int = 96
+    normalize: Literal["zscore", "clahe"] = "zscore"
+    batch_size: int = 8
+    epochs: int = 10
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 1
+    patience: int = 5
+    inner_val_frac: float = 0.15
+    num_workers: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True
+    cpu_threads: int = 2
+    progress: bool = True
+    augment: AugmentParams = AugmentParams()
+
+    def __post_init__(self) -> None:
+        for name in ("input_width", "input_height"):
+            v = getattr(self, name)
+            if v < 32 or v % 32:
+                raise ConfigError(f"train.{name} must be a multiple of 32 and >= 32, got {v}")
+        for name in ("batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup_epochs < 0 or self.patience < 1 or self.num_workers < 0 or self.cpu_threads < 1:
+            raise ConfigError("train.warmup_epochs >= 0, train.patience >= 1, train.num_workers >= 0 and train.cpu_threads >= 1 are required")
+        if not self.lr > 0 or self.weight_decay < 0:
+            raise ConfigError(f"train.lr must be > 0 and train.weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+        if not 0.0 < self.inner_val_frac <= 0.5:
+            raise ConfigError(f"train.inner_val_frac must be in (0, 0.5], got {self.inner_val_frac}")
+
+
+@dataclass(frozen=True)
+class VariantConfig:
+    """Section ``variants.<name>``: one variant's own hyperparameters.
+
+    ``arch`` goes to the model builder, ``codec`` to the codec (landmark variants), ``loss`` /
+    ``loss_cfg`` override the registry's default loss, ``postprocess`` to the mask -> ellipse
+    step (segmentation variants), ``train`` overrides keys of the common ``train`` section.
+    """
+
+    arch: dict = dataclasses.field(default_factory=dict)
+    codec: dict = dataclasses.field(default_factory=dict)
+    loss: str | None = None
+    loss_cfg: dict = dataclasses.field(default_factory=dict)
+    geometric_prior: float = 0.0
+    mask_source: Literal["sonographer", "landmarks"] = "sonographer"
+    postprocess: dict = dataclasses.field(default_factory=dict)
+    train: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.geometric_prior < 0:
+            raise ConfigError(f"geometric_prior must be >= 0, got {self.geometric_prior}")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Section ``evaluate``."""
+
+    sdr_thresholds_mm: list[float] = dataclasses.field(default_factory=lambda: [2.0, 2.5, 3.0, 4.0])
+
+    def __post_init__(self) -> None:
+        if not self.sdr_thresholds_mm or any(t <= 0 for t in self.sdr_thresholds_mm):
+            raise ConfigError(f"evaluate.sdr_thresholds_mm must be positive numbers, got {self.sdr_thresholds_mm}")
+
+
+def merged_train_config(common: TrainConfig, variant: VariantConfig, section: str) -> TrainConfig:
+    """The common ``train`` section with the variant's ``train`` overrides applied (validated)."""
+    if not variant.train:
+        return common
+    base = dataclasses.asdict(common)
+    for key, value in variant.train.items():
+        if key not in base:
+            raise ConfigError(f"unknown key in {section}.train: {key} (valid: {', '.join(base)})")
+        base[key] = {**base[key], **value} if isinstance(base[key], dict) and isinstance(value, dict) else value
+    return from_dict(TrainConfig, base, "train")
 
 
 def _check_range(name: str, value: float, lo: float, hi: float, hi_open: bool = False) -> None:
@@ -155,7 +259,7 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
             raise ConfigError(f"{name} must be a string, got {value!r}")
         return value
     if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, name)
+        return value if isinstance(value, tp) else from_dict(tp, value, name)
     return value
 
 
@@ -197,6 +301,11 @@ __all__ = [
     "DataConfig",
     "FoldsConfig",
     "LabelsConfig",
+    "TrainConfig",
+    "EvaluateConfig",
+    "VariantConfig",
+    "AugmentParams",
+    "merged_train_config",
     "from_dict",
     "get_key",
     "load_section",

@@ -1,27 +1,39 @@
-"""Data: ingest, label audit, folds (no torch here)."""
+"""Data: ingest, label audit, folds, tables, transforms (no torch here).
 
-from fetalbio.data.folds import assign_folds, fold_summary, head_size
-from fetalbio.data.ingest import TABLE_COLUMNS, IngestError, IngestResult, Issue, ingest, read_ingested, subject_from_name
-from fetalbio.data.io import ImageReadError, UnsafePathError, read_gray8, safe_join
-from fetalbio.data.labels import AuditResult, audit, draw_audit_picture, read_clean
+Public names are re-exported lazily (PEP 562) so that a stage importing one light module does
+not pay for sklearn/scipy imports it does not use.
+"""
 
-__all__ = [
-    "TABLE_COLUMNS",
-    "AuditResult",
-    "ImageReadError",
-    "IngestError",
-    "IngestResult",
-    "Issue",
-    "UnsafePathError",
-    "assign_folds",
-    "audit",
-    "draw_audit_picture",
-    "fold_summary",
-    "head_size",
-    "ingest",
-    "read_clean",
-    "read_gray8",
-    "read_ingested",
-    "safe_join",
-    "subject_from_name",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "assign_folds": "folds",
+    "fold_summary": "folds",
+    "head_size": "folds",
+    "TABLE_COLUMNS": "ingest",
+    "IngestError": "ingest",
+    "IngestResult": "ingest",
+    "Issue": "ingest",
+    "ingest": "ingest",
+    "read_ingested": "ingest",
+    "subject_from_name": "ingest",
+    "ImageReadError": "io",
+    "UnsafePathError": "io",
+    "read_gray8": "io",
+    "safe_join": "io",
+    "AuditResult": "labels",
+    "audit": "labels",
+    "draw_audit_picture": "labels",
+    "read_clean": "tables",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"fetalbio.data.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'fetalbio.data' has no attribute {name!r}")

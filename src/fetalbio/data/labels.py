@@ -208,18 +208,6 @@ def audit(table: pd.DataFrame, table_dir: Path, cfg: LabelsConfig, seed: int = 0
     return AuditResult(clean=clean, report=rep, counts=counts)
 
 
-def read_clean(path: Path) -> pd.DataFrame:
-    """Read a cleaned label table written by the ``clean_labels`` stage."""
-    df = pd.read_csv(path, dtype={"image_name": str, "subject_id": str, "mask_path": str, "near_duplicate_of": str, "flags": str, "conversions": str})
-    for c in ("mask_path", "near_duplicate_of", "flags", "conversions"):
-        df[c] = df[c].fillna("")
-    needed = ["image_name", "image_path", "subject_id", *POINT_COLUMNS, "weight"]
-    missing = [c for c in needed if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: not a cleaned label table, missing columns {missing}")
-    return df
-
-
 def draw_audit_picture(report: pd.DataFrame, table_dir: Path, out_path: Path, n_rows: int = 12) -> int:
     """Save a grid of the most severe flagged rows, points and mask outline drawn. Returns count."""
     import matplotlib

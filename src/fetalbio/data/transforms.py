@@ -1,0 +1,131 @@
+"""Preprocessing (letterbox + intensity normalisation) with an exact point inverse, and the
+keypoint- and mask-aware training augmentation (albumentations).
+
+Letterbox: the image is resized by one scale factor so that it fits the network input
+``(W_in, H_in)`` and padded symmetrically with zeros. Points map with the pixel-centre
+convention of ``cv2.resize`` (pixel centres at integers):
+
+    x_in = (x + 0.5) * sx - 0.5 + left,    sx = new_w / W
+
+and back with :meth:`Letterbox.to_original`. ``sx`` and ``sy`` are the exact per-axis factors
+after rounding the resized size, so the round trip is exact to float precision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import albumentations as A
+import cv2
+import numpy as np
+
+from fetalbio.geometry.points import canonicalize_batch
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Geometry of one letterboxed image. Sizes are (W, H)."""
+
+    src_size: tuple[int, int]
+    dst_size: tuple[int, int]
+    new_size: tuple[int, int]
+    left: int
+    top: int
+
+    @classmethod
+    def fit(cls, src_size: tuple[int, int], dst_size: tuple[int, int]) -> "Letterbox":
+        w, h = src_size
+        dw, dh = dst_size
+        s = min(dw / w, dh / h)
+        nw, nh = max(1, min(dw, round(w * s))), max(1, min(dh, round(h * s)))
+        return cls(src_size=(int(w), int(h)), dst_size=(int(dw), int(dh)), new_size=(nw, nh), left=(dw - nw) // 2, top=(dh - nh) // 2)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        return self.new_size[0] / self.src_size[0], self.new_size[1] / self.src_size[1]
+
+    def to_input(self, points: np.ndarray) -> np.ndarray:
+        """(..., 2) original-image px -> network-input px."""
+        sx, sy = self.scale
+        p = np.asarray(points, dtype=np.float64)
+        return np.stack([(p[..., 0] + 0.5) * sx - 0.5 + self.left, (p[..., 1] + 0.5) * sy - 0.5 + self.top], axis=-1)
+
+    def to_original(self, points: np.ndarray) -> np.ndarray:
+        """(..., 2) network-input px -> original-image px (exact inverse of :meth:`to_input`)."""
+        sx, sy = self.scale
+        p = np.asarray(points, dtype=np.float64)
+        return np.stack([(p[..., 0] - self.left + 0.5) / sx - 0.5, (p[..., 1] - self.top + 0.5) / sy - 0.5], axis=-1)
+
+    def apply(self, image: np.ndarray, interpolation: int = cv2.INTER_AREA) -> np.ndarray:
+        """(H, W) array -> (H_in, W_in) letterboxed array (zero padding)."""
+        out = np.zeros((self.dst_size[1], self.dst_size[0]), dtype=image.dtype)
+        resized = cv2.resize(image, self.new_size, interpolation=interpolation)
+        out[self.top : self.top + self.new_size[1], self.left : self.left + self.new_size[0]] = resized
+        return out
+
+    def unapply(self, array: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+        """(H_in, W_in) float map -> (H, W) map on the original image grid (padding cropped)."""
+        crop = array[self.top : self.top + self.new_size[1], self.left : self.left + self.new_size[0]]
+        return cv2.resize(np.ascontiguousarray(crop), self.src_size, interpolation=interpolation)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def normalize(image: np.ndarray, method: Literal["zscore", "clahe"] = "zscore") -> np.ndarray:
+    """uint8 (H, W) -> float32 (H, W), per-image z-score (after CLAHE when asked)."""
+    img = image
+    if method == "clahe":
+        img = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(img)
+    elif method != "zscore":
+        raise ValueError(f"unknown normalisation {method!r}; valid: zscore, clahe")
+    x = img.astype(np.float32)
+    return (x - x.mean()) / max(float(x.std()), 1e-6)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation strengths (0 switches a transform off)."""
+
+    rotate_deg: float = 10.0
+    scale: float = 0.1
+    shift: float = 0.05
+    hflip: float = 0.5
+    brightness_contrast: float = 0.2
+    gamma: float = 0.2
+    speckle: float = 0.15
+    elastic: bool = False
+
+
+def build_augment(cfg: AugmentConfig) -> A.Compose:
+    """Keypoint- and mask-aware augmentation; keypoints leaving the frame are kept (not clipped)."""
+    ops: list = []
+    if cfg.rotate_deg or cfg.scale or cfg.shift:
+        ops.append(A.Affine(rotate=(-cfg.rotate_deg, cfg.rotate_deg), scale=(1 - cfg.scale, 1 + cfg.scale),
+                            translate_percent=(-cfg.shift, cfg.shift), border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=0, p=0.8))
+    if cfg.hflip:
+        ops.append(A.HorizontalFlip(p=cfg.hflip))
+    if cfg.brightness_contrast:
+        ops.append(A.RandomBrightnessContrast(brightness_limit=cfg.brightness_contrast, contrast_limit=cfg.brightness_contrast, p=0.5))
+    if cfg.gamma:
+        ops.append(A.RandomGamma(gamma_limit=(100 * (1 - cfg.gamma), 100 * (1 + cfg.gamma)), p=0.3))
+    if cfg.speckle:
+        ops.append(A.MultiplicativeNoise(multiplier=(1 - cfg.speckle, 1 + cfg.speckle), elementwise=True, p=0.3))
+    if cfg.elastic:
+        ops.append(A.ElasticTransform(alpha=20, sigma=5, p=0.2))
+    return A.Compose(ops, keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
+
+
+def augment(pipeline: A.Compose, image: np.ndarray, points: np.ndarray | None, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Apply ``pipeline`` to an (H, W) uint8 image, its (4, 2) points and (H, W) mask together;
+    points come back in canonical order (the flip swaps left and right)."""
+    kw: dict = {"image": image}
+    kw["keypoints"] = np.asarray(points, dtype=np.float32) if points is not None else np.zeros((0, 2), np.float32)
+    if mask is not None:
+        kw["mask"] = mask
+    out = pipeline(**kw)
+    pts = None
+    if points is not None:
+        pts = canonicalize_batch(np.asarray(out["keypoints"], dtype=np.float64).reshape(1, 4, 2))[0]
+    return out["image"], pts, out.get("mask")

@@ -1,0 +1,163 @@
+"""Train one variant on one fold and write its outputs (the ``train`` stages' library call).
+
+Splits: the held-out fold ``k`` is never seen during training; it only receives out-of-fold
+predictions. Early stopping and best-checkpoint selection use an *inner* validation split: a
+seeded, subject-grouped share (``train.inner_val_frac``) of the training folds. So the
+out-of-fold numbers are not tuned on the rows they score.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupShuffleSplit
+
+from fetalbio import POINT_COLUMNS, POINT_NAMES
+from fetalbio.config import TrainConfig, VariantConfig
+from fetalbio.data.io import write_png
+from fetalbio.engine.dataset import BiometryDataset
+from fetalbio.engine.train import FitResult, fit, predict, save_checkpoint, seed_everything, select_device
+from fetalbio.metrics.landmarks import mre, radial_errors
+from fetalbio.metrics.segmentation import dice
+from fetalbio.reporting import write_csv, write_json
+from fetalbio.tasks import ImagePrediction, Task, build_task
+from fetalbio.variants import get_variant
+
+UNC_COLUMNS = [f"unc_{p}" for p in POINT_NAMES]
+PREDICTION_COLUMNS = ["image_name", "fold", *POINT_COLUMNS, *UNC_COLUMNS, "status", "reason", "mask_path", "fit_residual_px"]
+
+
+def inner_split(pool: pd.DataFrame, frac: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Subject-grouped (train, inner-val) split of the training pool."""
+    if pool["subject_id"].nunique() < 2:
+        raise ValueError("need at least 2 subjects in the training folds for an inner validation split")
+    gss = GroupShuffleSplit(n_splits=1, test_size=frac, random_state=seed)
+    tr, va = next(gss.split(pool, groups=pool["subject_id"]))
+    return pool.iloc[tr].reset_index(drop=True), pool.iloc[va].reset_index(drop=True)
+
+
+def predictions_frame(rows: pd.DataFrame, preds: list[ImagePrediction], fold: int, mask_paths: list[str]) -> pd.DataFrame:
+    recs = []
+    for (_, r), p, mp in zip(rows.iterrows(), preds, mask_paths):
+        recs.append({
+            "image_name": r["image_name"],
+            "fold": fold,
+            **dict(zip(POINT_COLUMNS, p.points.reshape(-1))),
+            **dict(zip(UNC_COLUMNS, p.uncertainty)),
+            "status": p.status,
+            "reason": p.reason,
+            "mask_path": mp,
+            "fit_residual_px": p.extra.get("fit_residual_px", np.nan),
+        })
+    return pd.DataFrame(recs, columns=PREDICTION_COLUMNS)
+
+
+def _score_fn(task: Task, val: BiometryDataset):
+    """Lower is better: MRE (original px) for landmarks, 1 - Dice (original grid) for masks."""
+    if task.family == "landmark":
+        ref = np.stack([s.letterbox.to_original(s.points) for s in val.samples])
+
+        def score(preds: list[ImagePrediction]) -> float:
+            pts = np.stack([p.points for p in preds])
+            err = radial_errors(pts, ref)["px"]
+            return float(mre(err)) if np.isfinite(err).any() else float("inf")
+
+        return score
+    refs = [s.letterbox.unapply(s.mask.astype(np.float32)) >= 0.5 for s in val.samples]
+
+    def score(preds: list[ImagePrediction]) -> float:
+        return 1.0 - float(np.mean([dice(p.mask, r) for p, r in zip(preds, refs)]))
+
+    return score
+
+
+def table_hash(df: pd.DataFrame) -> str:
+    return hashlib.sha256(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes()).hexdigest()[:16]
+
+
+def train_fold(
+    clean: pd.DataFrame,
+    folds: pd.DataFrame,
+    table_dir: Path,
+    variant: str,
+    vcfg: VariantConfig,
+    tcfg: TrainConfig,
+    fold: int,
+    seed: int,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Train ``variant`` on all folds but ``fold``; write into ``out_dir``: ``model.pt``,
+    ``oof.csv`` (held-out predictions), ``masks/`` (segmentation), ``dvclive/``, ``summary.json``."""
+    spec = get_variant(variant)
+    table = clean.merge(folds[["image_name", "fold"]], on="image_name", how="left", validate="one_to_one")
+    if table["fold"].isna().any():
+        missing = table.loc[table["fold"].isna(), "image_name"].tolist()[:5]
+        raise ValueError(f"{len(missing)}+ cleaned rows have no fold (e.g. {missing}); rerun build_folds")
+    if fold not in set(table["fold"]):
+        raise ValueError(f"fold {fold} does not exist; folds are {sorted(set(table['fold']))}")
+    seed_everything(seed)
+    device = select_device(tcfg)
+    task = build_task(variant, vcfg, tcfg)
+    held = table[table["fold"] == fold].reset_index(drop=True)
+    pool = table[table["fold"] != fold]
+    usable = pool[[task.trainable(float(w), bool(m)) for w, m in zip(pool["weight"], pool["mask_path"].fillna("") != "")]]
+    tr_rows, va_rows = inner_split(usable, tcfg.inner_val_frac, seed + fold)
+    train_ds = BiometryDataset(tr_rows, table_dir, task, tcfg, train=True, seed=seed + fold)
+    val_ds = BiometryDataset(va_rows, table_dir, task, tcfg, train=False)
+
+    from dvclive import Live
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with Live(dir=str(out_dir / "dvclive"), save_dvc_exp=False, dvcyaml=None) as live:
+        def log(epoch: int, row: dict[str, float]) -> None:
+            for k, v in row.items():
+                if k != "epoch":
+                    live.log_metric(k, v)
+            live.next_step()
+
+        result: FitResult = fit(task, train_ds, val_ds, _score_fn(task, val_ds), tcfg, seed + fold, device, log)
+
+    held_ds = BiometryDataset(held, table_dir, task, tcfg, train=False, with_targets=False)
+    preds = predict(task, held_ds, tcfg, device)
+    mask_paths = [""] * len(preds)
+    if task.family == "segmentation":
+        for i, (name, p) in enumerate(zip(held["image_name"], preds)):
+            rel = (Path("masks") / name).with_suffix(".png")
+            write_png(out_dir / rel, (p.mask > 0).astype(np.uint8) * 255)
+            mask_paths[i] = rel.as_posix()
+    write_csv(out_dir / "oof.csv", predictions_frame(held, preds, fold, mask_paths))
+
+    config = {
+        "variant": variant,
+        "spec": dataclasses.asdict(spec),
+        "variant_cfg": dataclasses.asdict(vcfg),
+        "train_cfg": dataclasses.asdict(tcfg),
+        "fold": fold,
+        "seed": seed,
+        "best_epoch": result.best_epoch,
+        "training_data_hash": table_hash(tr_rows[["image_name", *POINT_COLUMNS, "weight"]]),
+    }
+    save_checkpoint(out_dir / "model.pt", task.model, config)
+    summary = {
+        "variant": variant,
+        "family": spec.family,
+        "fold": fold,
+        "device": device.type,
+        "n_train": len(tr_rows),
+        "n_inner_val": len(va_rows),
+        "n_heldout": len(held),
+        "n_failed_heldout": int(sum(p.status != "ok" for p in preds)),
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "best_inner_val_score": result.best_score,
+        "inner_val_score_kind": "mre_px" if spec.family == "landmark" else "one_minus_dice",
+        "train_seconds": round(result.seconds, 2),
+        "train_images_per_s": round(result.train_images_per_s, 2),
+    }
+    write_json(out_dir / "summary.json", summary)
+    return summary

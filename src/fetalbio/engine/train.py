@@ -1,0 +1,202 @@
+"""The one training loop for both task families, prediction, and checkpoints.
+
+CPU runs are deterministic (seeded, ``torch.use_deterministic_algorithms``, single-process data
+loading). On CUDA the loop uses bf16 autocast (fp16 with a grad scaler where bf16 is missing),
+channels_last, pinned memory and worker processes; cuDNN kernels make GPU runs close to but not
+bit-identical across runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from fetalbio.config import TrainConfig
+from fetalbio.engine.dataset import BiometryDataset
+from fetalbio.tasks.base import ImagePrediction, Task
+
+CHECKPOINT_FORMAT = 1
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def select_device(tcfg: TrainConfig) -> torch.device:
+    if tcfg.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but CUDA is not available")
+    if tcfg.device == "cpu" or not torch.cuda.is_available():
+        torch.set_num_threads(tcfg.cpu_threads)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        return torch.device("cpu")
+    torch.backends.cudnn.benchmark = True
+    return torch.device("cuda")
+
+
+def _loader(ds: BiometryDataset, tcfg: TrainConfig, device: torch.device, shuffle: bool, seed: int) -> DataLoader:
+    g = torch.Generator()
+    g.manual_seed(seed)
+    cuda = device.type == "cuda"
+    workers = tcfg.num_workers if cuda else 0
+    return DataLoader(
+        ds,
+        batch_size=tcfg.batch_size,
+        shuffle=shuffle,
+        drop_last=shuffle and len(ds) > tcfg.batch_size,
+        generator=g,
+        num_workers=workers,
+        pin_memory=cuda,
+        persistent_workers=workers > 0,
+    )
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if device.type == "cuda" and enabled:
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cpu", enabled=False)
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    if device.type == "cuda":
+        out["image"] = out["image"].contiguous(memory_format=torch.channels_last)
+    return out
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up, then cosine decay to 0 at ``total_steps``."""
+
+    def fn(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return fn
+
+
+@torch.no_grad()
+def predict(task: Task, ds: BiometryDataset, tcfg: TrainConfig, device: torch.device) -> list[ImagePrediction]:
+    """Predictions for every item of ``ds`` (in order), in original-image pixels."""
+    model = task.model
+    model.eval()
+    out: list[ImagePrediction] = []
+    for batch in _loader(ds, tcfg, device, shuffle=False, seed=0):
+        b = _to_device(batch, device)
+        with _autocast(device, tcfg.amp):
+            y = model(b["image"])
+        lbs = [ds.samples[int(i)].letterbox for i in batch["index"]]
+        out.extend(task.decode(y, lbs))
+    return out
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_score: float
+    epochs_run: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    train_images_per_s: float = 0.0
+
+
+def fit(
+    task: Task,
+    train_ds: BiometryDataset,
+    val_ds: BiometryDataset,
+    score_fn: Callable[[list[ImagePrediction]], float],
+    tcfg: TrainConfig,
+    seed: int,
+    device: torch.device,
+    log: Callable[[int, dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Train ``task.model``; keep the weights of the epoch with the lowest ``score_fn`` on
+    ``val_ds``; stop after ``tcfg.patience`` epochs without improvement."""
+    from tqdm import tqdm
+
+    seed_everything(seed)
+    model = task.model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    loader = _loader(train_ds, tcfg, device, shuffle=True, seed=seed)
+    steps_per_epoch = max(1, len(loader))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(tcfg.epochs * steps_per_epoch, tcfg.warmup_epochs * steps_per_epoch))
+    use_scaler = device.type == "cuda" and tcfg.amp and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+
+    best_state, best_score, best_epoch, stale = None, math.inf, -1, 0
+    history: list[dict[str, float]] = []
+    t0, n_seen = time.perf_counter(), 0
+    show = tcfg.progress and os.environ.get("FETALBIO_NO_PROGRESS") is None
+    for epoch in range(tcfg.epochs):
+        model.train()
+        total, count = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, disable=not show, mininterval=1.0)
+        for batch in bar:
+            b = _to_device(batch, device)
+            with _autocast(device, tcfg.amp):
+                out = model(b["image"])
+                loss = task.loss(out if isinstance(out, list) else out.float(), b)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss at epoch {epoch + 1}")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            total += float(loss.detach()) * len(b["image"])
+            count += len(b["image"])
+            n_seen += len(b["image"])
+            bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+        score = score_fn(predict(task, val_ds, tcfg, device))
+        row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "val_score": score, "lr": opt.param_groups[0]["lr"]}
+        history.append(row)
+        if log is not None:
+            log(epoch, row)
+        if score < best_score:
+            best_score, best_epoch, stale = score, epoch + 1, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if stale >= tcfg.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    seconds = time.perf_counter() - t0
+    return FitResult(best_epoch, best_score, len(history), history, seconds, n_seen / max(seconds, 1e-9))
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, config: dict[str, Any]) -> None:
+    """state_dict + the plain-data config needed to rebuild the model (atomic write)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"format": CHECKPOINT_FORMAT, "state_dict": state, "config": config}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``) and check its structure."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle payloads that are not plain weights are refused here
+        raise ValueError(f"{path}: not a loadable fetalbio checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(ckpt, dict) or not {"state_dict", "config"} <= set(ckpt) or not isinstance(ckpt["state_dict"], dict):
+        raise ValueError(f"{path}: not a fetalbio checkpoint (expected a dict with 'state_dict' and 'config')")
+    return ckpt

@@ -1,0 +1,198 @@
+"""Score one variant's out-of-fold predictions (no torch; no model loading).
+
+References:
+
+* **cleaned labels** — the canonical points of ``clean_labels``; landmark metrics use only rows
+  the audit trusts (``weight > 0``), so a point the audit flagged does not count as an error;
+* **sonographer** — ``hc_mm`` (HC18 reference) on every image that has it, and BPD/OFD as the
+  minor/major axes of the ellipse fitted to the sonographer mask.
+
+Per-image errors keep every held-out image: a failed prediction stays in the table (NaN) and is
+counted in ``n_failed`` with its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+
+from fetalbio import POINT_COLUMNS, POINT_NAMES
+from fetalbio.geometry.ellipse import ellipse_from_points, ellipse_to_mask, fit_ellipse
+from fetalbio.metrics import (
+    aurc,
+    bland_altman,
+    bland_altman_points,
+    ced_curve,
+    dice,
+    hausdorff95,
+    iou,
+    measurement_errors,
+    mre,
+    nme,
+    radial_errors,
+    ramanujan_hc,
+    risk_coverage,
+    sdr,
+    summarize_over_folds,
+    uncertainty_error_correlation,
+)
+from fetalbio.metrics.biometry import diameters_px
+
+UNC_COLUMNS = [f"unc_{p}" for p in POINT_NAMES]
+
+
+@dataclass
+class Evaluation:
+    summary: dict[str, Any]
+    per_image: pd.DataFrame
+    ced: pd.DataFrame
+    bland_altman: pd.DataFrame
+    risk_coverage: pd.DataFrame
+
+
+def read_oof(model_dir: Path) -> pd.DataFrame:
+    """All ``fold*/oof.csv`` of one variant, with mask paths made relative to ``model_dir``."""
+    parts = []
+    for f in sorted(model_dir.glob("fold*/oof.csv")):
+        df = pd.read_csv(f, dtype={"image_name": str, "reason": str, "mask_path": str})
+        df["mask_path"] = [f"{f.parent.name}/{m}" if isinstance(m, str) and m else "" for m in df["mask_path"]]
+        parts.append(df)
+    if not parts:
+        raise FileNotFoundError(f"no fold*/oof.csv under {model_dir}")
+    oof = pd.concat(parts, ignore_index=True)
+    dup = oof["image_name"].duplicated()
+    if dup.any():
+        raise ValueError(f"{model_dir}: image(s) predicted in two folds: {oof.loc[dup, 'image_name'].tolist()[:5]}")
+    return oof
+
+
+def _mask_axes_px(mask01: np.ndarray) -> tuple[float, float]:
+    """(major, minor) full axes (px) of the ellipse fitted to a mask's outer contour."""
+    contours, _ = cv2.findContours(mask01.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    if not contours:
+        return np.nan, np.nan
+    c = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
+    e = fit_ellipse(c)
+    return 2 * e.a, 2 * e.b
+
+
+def _read_mask(path: Path) -> np.ndarray | None:
+    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    return None if m is None else (m > 127).astype(np.uint8)
+
+
+def per_image_table(clean: pd.DataFrame, oof: pd.DataFrame, images_root: Path, model_dir: Path) -> pd.DataFrame:
+    """One row per held-out image: predicted and reference measurements, errors, Dice."""
+    df = clean.merge(oof, on="image_name", how="inner", suffixes=("_ref", ""), validate="one_to_one")
+    if len(df) != len(oof):
+        raise ValueError(f"{len(oof) - len(df)} predicted images are not in the cleaned table")
+    ref = df[[f"{c}_ref" for c in POINT_COLUMNS]].to_numpy(dtype=np.float64).reshape(-1, 4, 2)
+    pred = df[list(POINT_COLUMNS)].to_numpy(dtype=np.float64).reshape(-1, 4, 2)
+    spacing = df["pixel_size_mm"].to_numpy(dtype=np.float64)
+    err = radial_errors(pred, ref, spacing)
+    out = pd.DataFrame({"image_name": df["image_name"], "fold": df["fold"], "status": df["status"], "reason": df["reason"].fillna(""),
+                        "label_trusted": df["weight"].to_numpy() > 0, "pixel_size_mm": spacing})
+    for k, p in enumerate(POINT_NAMES):
+        out[f"err_{p}_px"] = err["px"][:, k]
+        out[f"err_{p}_mm"] = err["mm"][:, k] if err["mm"] is not None else np.nan
+    ofd_p, bpd_p = diameters_px(pred)
+    ofd_r, bpd_r = diameters_px(ref)
+    out["pred_ofd_mm"], out["pred_bpd_mm"] = ofd_p * spacing, bpd_p * spacing
+    out["pred_hc_mm"] = ramanujan_hc(out["pred_ofd_mm"].to_numpy(), out["pred_bpd_mm"].to_numpy())
+    out["label_ofd_mm"], out["label_bpd_mm"] = ofd_r * spacing, bpd_r * spacing
+    out["label_hc_mm"] = ramanujan_hc(out["label_ofd_mm"].to_numpy(), out["label_bpd_mm"].to_numpy())
+    out["ref_hc_mm"] = df["hc_mm"].to_numpy(dtype=np.float64)
+    out["uncertainty"] = df[UNC_COLUMNS].to_numpy(dtype=np.float64).mean(axis=1)
+    n = len(df)
+    ref_ofd, ref_bpd = np.full(n, np.nan), np.full(n, np.nan)
+    ell_dice, m_dice, m_iou, m_hd = (np.full(n, np.nan) for _ in range(4))
+    for i, r in enumerate(df.itertuples(index=False)):
+        sono = _read_mask(images_root / r.mask_path_ref) if isinstance(r.mask_path_ref, str) and r.mask_path_ref else None
+        if sono is None:
+            continue
+        a, b = _mask_axes_px(sono)
+        ref_ofd[i], ref_bpd[i] = a * spacing[i], b * spacing[i]
+        if np.all(np.isfinite(pred[i])):
+            e = ellipse_from_points(pred[i])
+            ell_dice[i] = dice(ellipse_to_mask(e, (sono.shape[1], sono.shape[0])), sono)
+        if isinstance(r.mask_path, str) and r.mask_path:
+            pm = _read_mask(model_dir / r.mask_path)
+            if pm is not None:
+                m_dice[i], m_iou[i] = dice(pm, sono), iou(pm, sono)
+                m_hd[i] = hausdorff95(pm, sono, spacing_mm=spacing[i] if np.isfinite(spacing[i]) else 1.0)
+    out["ref_ofd_mm"], out["ref_bpd_mm"] = ref_ofd, ref_bpd
+    out["ellipse_dice"], out["mask_dice"], out["mask_iou"], out["mask_hd95_mm"] = ell_dice, m_dice, m_iou, m_hd
+    out["hc_err_mm"] = out["pred_hc_mm"] - out["ref_hc_mm"]
+    out["hc_abs_err_mm"] = out["hc_err_mm"].abs()
+    return out
+
+
+def _rounded(d: Any, nd: int = 5) -> Any:
+    if isinstance(d, dict):
+        return {k: _rounded(v, nd) for k, v in d.items()}
+    if isinstance(d, float):
+        return round(d, nd) if np.isfinite(d) else None
+    return d
+
+
+def evaluate(per_image: pd.DataFrame, family: str, sdr_thresholds_mm: list[float]) -> Evaluation:
+    """Summary metrics (and plot data) from :func:`per_image_table`'s output."""
+    pi = per_image
+    trusted = pi[pi["label_trusted"]]
+    err_cols_mm = [f"err_{p}_mm" for p in POINT_NAMES]
+    err_cols_px = [f"err_{p}_px" for p in POINT_NAMES]
+    e_mm = trusted[err_cols_mm].to_numpy(dtype=np.float64)
+    e_px = trusted[err_cols_px].to_numpy(dtype=np.float64)
+    ofd_len = (trusted["label_ofd_mm"] / trusted["pixel_size_mm"]).to_numpy(dtype=np.float64)
+    landmarks = {
+        "n_images": int(len(trusted)),
+        "mre_px": mre(e_px),
+        "mre_mm": mre(e_mm),
+        **sdr(e_mm, sdr_thresholds_mm),
+        "nme_ofd": nme(e_px, ofd_len),
+        "per_landmark_mre_mm": {p: mre(trusted[f"err_{p}_mm"].to_numpy()[:, None]) for p in POINT_NAMES},
+    }
+    vs_labels = {m: measurement_errors(trusted[f"pred_{m}_mm"].to_numpy(), trusted[f"label_{m}_mm"].to_numpy()) for m in ("bpd", "ofd", "hc")}
+    vs_sono = {
+        "hc": {**measurement_errors(pi["pred_hc_mm"].to_numpy(), pi["ref_hc_mm"].to_numpy()), "bland_altman": bland_altman(pi["pred_hc_mm"].to_numpy(), pi["ref_hc_mm"].to_numpy())},
+        "bpd": measurement_errors(pi["pred_bpd_mm"].to_numpy(), pi["ref_bpd_mm"].to_numpy()),
+        "ofd": measurement_errors(pi["pred_ofd_mm"].to_numpy(), pi["ref_ofd_mm"].to_numpy()),
+    }
+    seg = {"ellipse_dice": float(np.nanmean(pi["ellipse_dice"])) if pi["ellipse_dice"].notna().any() else np.nan}
+    if family == "segmentation":
+        seg.update({
+            "mask_dice": float(np.nanmean(pi["mask_dice"])),
+            "mask_iou": float(np.nanmean(pi["mask_iou"])),
+            "mask_hd95_mm": float(np.nanmean(pi["mask_hd95_mm"].replace(np.inf, np.nan))),
+        })
+    unc = {"aurc_hc_abs_err_mm": aurc(pi["uncertainty"].to_numpy(), pi["hc_abs_err_mm"].to_numpy()),
+           **{f"hc_abs_err_{k}": v for k, v in uncertainty_error_correlation(pi["uncertainty"].to_numpy(), pi["hc_abs_err_mm"].to_numpy()).items()}}
+    per_fold = pi.assign(
+        mre_mm=pi[err_cols_mm].mean(axis=1).where(pi["label_trusted"]),
+        hc_abs_err_mm=pi["hc_abs_err_mm"],
+        ellipse_dice=pi["ellipse_dice"],
+    )
+    folds = summarize_over_folds(per_fold, ["mre_mm", "hc_abs_err_mm", "ellipse_dice"], fold_col="fold")
+    failed = pi[pi["status"] != "ok"]
+    summary = {
+        "family": family,
+        "n_images": int(len(pi)),
+        "n_failed": int(len(failed)),
+        "failure_reasons": {str(k): int(v) for k, v in failed["reason"].value_counts().items()},
+        "landmarks_vs_clean_labels": landmarks,
+        "measurements_vs_clean_labels": vs_labels,
+        "measurements_vs_sonographer": vs_sono,
+        "segmentation": seg,
+        "uncertainty": unc,
+        "over_folds": folds,
+    }
+    ced = ced_curve(e_mm, max_mm=10.0, step=0.1)
+    ba = bland_altman_points(pi["pred_hc_mm"].to_numpy(), pi["ref_hc_mm"].to_numpy()).rename(columns={"mean": "mean_mm", "diff": "diff_mm"})
+    ba.insert(0, "image_name", pi["image_name"].to_numpy())
+    rc = risk_coverage(pi["uncertainty"].to_numpy(), pi["hc_abs_err_mm"].to_numpy())
+    return Evaluation(_rounded(summary), pi, ced, ba, rc)

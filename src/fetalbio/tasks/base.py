@@ -1,0 +1,57 @@
+"""What a task family provides to the (task-agnostic) training loop and predictor."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from fetalbio.data.transforms import Letterbox
+
+
+@dataclass
+class Sample:
+    """One preprocessed image in network-input space (before augmentation)."""
+
+    image: np.ndarray  # (H_in, W_in) uint8, letterboxed
+    points: np.ndarray | None  # (4, 2) input px, canonical order; None when unlabelled
+    mask: np.ndarray | None  # (H_in, W_in) uint8 {0,1}; None when the task needs none
+    weight: float  # row training weight from clean_labels
+    letterbox: Letterbox
+
+
+@dataclass
+class ImagePrediction:
+    """A prediction in original-image pixels (the ``Prediction`` record of the pipeline)."""
+
+    points: np.ndarray  # (4, 2) canonical [ofd_1, ofd_2, bpd_1, bpd_2]; NaN when failed
+    uncertainty: np.ndarray  # (4,) per point (px); NaN when the method has none
+    status: str = "ok"  # ok | failed
+    reason: str = ""
+    mask: np.ndarray | None = None  # (H, W) uint8 {0,1} for segmentation variants
+    extra: dict = field(default_factory=dict)
+
+
+class Task:
+    """Base class. Subclasses build ``model`` and implement the four methods below."""
+
+    family: str
+    model: nn.Module
+    needs_mask: bool = False
+
+    def targets(self, sample: Sample, image: np.ndarray, points: np.ndarray | None, mask: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Training targets for one (augmented) sample, as float32 arrays."""
+        raise NotImplementedError
+
+    def loss(self, output: torch.Tensor | list[torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, output: torch.Tensor, letterboxes: list[Letterbox]) -> list[ImagePrediction]:
+        """Network outputs of a batch (eval mode) -> predictions in original pixels."""
+        raise NotImplementedError
+
+    def trainable(self, weight: float, has_mask: bool) -> bool:
+        """Whether a row can train this task."""
+        raise NotImplementedError

@@ -1,0 +1,42 @@
+"""The variant registry: one place maps a variant name to its method.
+
+Adding a variant is one entry here plus a ``variants.<name>`` section in ``params.yaml`` (its
+arch, codec, loss and training overrides) and its name in ``variant_names``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """family: landmark | segmentation; model: a ``MODELS`` name; codec: a ``CODECS`` name
+    (landmark only); loss: the default ``LOSSES`` name; decoder: the codec's default decoder."""
+
+    family: Literal["landmark", "segmentation"]
+    model: str
+    loss: str
+    codec: str | None = None
+    decoder: str | None = None
+    description: str = ""
+
+
+VARIANTS: dict[str, VariantSpec] = {
+    "hm_unet": VariantSpec("landmark", "unet", "adaptive_wing", "heatmap", "soft_argmax", "UNet -> 4 Gaussian heatmaps"),
+    "hourglass": VariantSpec("landmark", "hourglass", "heatmap_mse", "heatmap", "soft_argmax", "hourglass (stacks as arch option, intermediate supervision)"),
+    "hrnet_lite": VariantSpec("landmark", "hrnet_lite", "heatmap_mse", "heatmap", "soft_argmax", "small HRNet-style multi-resolution network"),
+    "resnet_deconv": VariantSpec("landmark", "resnet_deconv", "heatmap_mse", "heatmap", "soft_argmax", "ResNet encoder + deconvolution head (SimpleBaseline)"),
+    "coord_regression": VariantSpec("landmark", "coord_regression", "wing", "regression", None, "ResNet encoder regressing the 8 normalised coordinates (baseline)"),
+    "seg_unet": VariantSpec("segmentation", "unet", "dice_bce", description="UNet skull segmentation + robust ellipse fit"),
+    "seg_attention_unet": VariantSpec("segmentation", "attention_unet", "dice_bce", description="Attention UNet + robust ellipse fit"),
+    "seg_deeplabv3plus": VariantSpec("segmentation", "deeplabv3plus", "dice_bce", description="DeepLabV3+ (atrous ResNet, ASPP) + robust ellipse fit"),
+}
+
+
+def get_variant(name: str) -> VariantSpec:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise KeyError(f"unknown variant {name!r}; valid: {', '.join(sorted(VARIANTS))}") from None

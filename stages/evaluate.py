@@ -1,0 +1,44 @@
+"""Stage ``evaluate``: one variant's out-of-fold predictions of all folds -> metrics + plot data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from fetalbio.config import ConfigError, EvaluateConfig, load_section
+from fetalbio.data.tables import read_clean
+from fetalbio.reporting import write_csv, write_json
+from fetalbio.variants import VARIANTS
+from stages._common import PARAMS_OPTION, friendly_errors
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+@friendly_errors(ValueError, FileNotFoundError)
+def main(
+    variant: str = typer.Option(..., help="Variant name."),
+    params: Path = PARAMS_OPTION,
+    labels: Path = typer.Option(Path("data/clean/labels.csv"), help="Cleaned label table (references)."),
+    images_root: Path = typer.Option(Path("data/ingested"), help="Folder the table's paths are relative to."),
+    models_dir: Path = typer.Option(..., help="models/<variant> holding fold*/oof.csv."),
+    metrics: Path = typer.Option(..., help="Summary metrics JSON (metrics/variants/<variant>.json)."),
+    plots_dir: Path = typer.Option(..., help="Plot data folder (plots/variants/<variant>/)."),
+) -> None:
+    """Score a variant: MRE, SDR, BPD/OFD/HC errors, Bland–Altman, Dice, risk–coverage."""
+    from fetalbio.reporting.evaluate import evaluate, per_image_table, read_oof
+
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
+    cfg = load_section(params, "evaluate", EvaluateConfig)
+    oof = read_oof(models_dir)
+    pi = per_image_table(read_clean(labels), oof, images_root, models_dir)
+    ev = evaluate(pi, VARIANTS[variant].family, list(cfg.sdr_thresholds_mm))
+    write_json(metrics, ev.summary)
+    write_csv(plots_dir / "per_image.csv", ev.per_image)
+    write_csv(plots_dir / "ced.csv", ev.ced)
+    write_csv(plots_dir / "bland_altman.csv", ev.bland_altman)
+    write_csv(plots_dir / "risk_coverage.csv", ev.risk_coverage)
+    hc = ev.summary["measurements_vs_sonographer"]["hc"]
+    typer.echo(f"evaluate {variant}: {ev.summary['n_images']} images, HC MAE {hc['mae']} mm, MRE {ev.summary['landmarks_vs_clean_labels']['mre_mm']} mm -> {metrics}")

@@ -1,0 +1,43 @@
+"""Stages ``train_landmark`` / ``train_segmentation``: one variant x one fold."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import typer
+
+from fetalbio.config import ConfigError, TrainConfig, VariantConfig, from_dict, get_key, load_section, merged_train_config, read_params
+from fetalbio.data.tables import read_clean
+from fetalbio.variants import VARIANTS
+from stages._common import PARAMS_OPTION, friendly_errors, read_seed
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+@friendly_errors(ValueError, KeyError, TypeError, FileNotFoundError)
+def main(
+    variant: str = typer.Option(..., help=f"Variant name: {', '.join(VARIANTS)}."),
+    fold: int = typer.Option(..., help="Held-out fold id."),
+    params: Path = PARAMS_OPTION,
+    labels: Path = typer.Option(Path("data/clean/labels.csv"), help="Cleaned label table."),
+    folds: Path = typer.Option(Path("data/folds.csv"), help="Fold assignment."),
+    images_root: Path = typer.Option(Path("data/ingested"), help="Folder the table's image/mask paths are relative to."),
+    out_dir: Path = typer.Option(..., help="Output folder: model.pt, oof.csv, masks/, dvclive/, summary.json."),
+) -> None:
+    """Train one variant on every fold but FOLD; predict the held-out fold."""
+    from fetalbio.engine.run import train_fold
+
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
+    raw = read_params(params)
+    tcfg = load_section(params, "train", TrainConfig)
+    vcfg = from_dict(VariantConfig, get_key(raw, f"variants.{variant}", str(params)) or {}, f"variants.{variant}")
+    tcfg = merged_train_config(tcfg, vcfg, f"variants.{variant}")
+    summary = train_fold(read_clean(labels), pd.read_csv(folds, dtype={"subject_id": str}), images_root, variant, vcfg, tcfg, fold, read_seed(params), out_dir)
+    typer.echo(
+        f"train {variant} fold {fold}: best epoch {summary['best_epoch']}/{summary['epochs_run']}, "
+        f"inner-val {summary['inner_val_score_kind']} {summary['best_inner_val_score']:.4g}, "
+        f"{summary['train_seconds']:.1f}s on {summary['device']} -> {out_dir}"
+    )
