@@ -30,6 +30,7 @@ VARIANTS: dict[str, VariantSpec] = {
     "resnet_deconv": VariantSpec("landmark", "resnet_deconv", "heatmap_mse", "heatmap", "soft_argmax", "ResNet encoder + deconvolution head (SimpleBaseline)"),
     "coord_regression": VariantSpec("landmark", "coord_regression", "wing", "regression", None, "ResNet encoder regressing the 8 normalised coordinates (baseline)"),
     "seg_unet": VariantSpec("segmentation", "unet", "dice_bce", description="UNet skull segmentation + robust ellipse fit"),
+    "seg_unet_landmarks": VariantSpec("segmentation", "unet", "dice_bce", description="UNet trained on filled ellipses from the cleaned landmarks (mask_source: landmarks)"),
     "seg_attention_unet": VariantSpec("segmentation", "attention_unet", "dice_bce", description="Attention UNet + robust ellipse fit"),
     "seg_deeplabv3plus": VariantSpec("segmentation", "deeplabv3plus", "dice_bce", description="DeepLabV3+ (atrous ResNet, ASPP) + robust ellipse fit"),
 }

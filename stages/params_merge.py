@@ -1,0 +1,40 @@
+"""Command ``params-merge``: deep-merge an override YAML (e.g. configs/full-cpu.yaml) into
+params.yaml, refusing keys that params.yaml does not have (typos)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+
+from fetalbio.config import ConfigError, read_params
+from stages._common import friendly_errors
+
+app = typer.Typer(add_completion=False)
+
+# sections whose keys are free-form (variant sections, model arch options, codec options...)
+_OPEN_KEYS = {"arch", "codec", "loss_cfg", "postprocess", "train"}
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any], path: str = "") -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        where = f"{path}.{k}" if path else k
+        if k not in base and path.split(".")[-1] not in _OPEN_KEYS and not path.startswith("variants.") and path != "variants":
+            raise ConfigError(f"override key {where!r} does not exist in params.yaml")
+        out[k] = deep_merge(base[k], v, where) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+@app.command()
+@friendly_errors()
+def main(
+    override: Path = typer.Argument(..., help="YAML file with the keys to change.", exists=True, dir_okay=False),
+    params: Path = typer.Option(Path("params.yaml"), "--params", help="Params file to update in place."),
+) -> None:
+    """Merge OVERRIDE into params.yaml (comments in params.yaml are not kept)."""
+    merged = deep_merge(read_params(params), read_params(override))
+    params.write_text(yaml.safe_dump(merged, sort_keys=False, default_flow_style=None, width=100))
+    typer.echo(f"params-merge: {override} -> {params}")
