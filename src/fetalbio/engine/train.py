@@ -89,8 +89,9 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
 
 
 @torch.no_grad()
-def predict(task: Task, ds: BiometryDataset, tcfg: TrainConfig, device: torch.device) -> list[ImagePrediction]:
-    """Predictions for every item of ``ds`` (in order), in original-image pixels."""
+def predict(task: Task, ds: BiometryDataset, tcfg: TrainConfig, device: torch.device, measure: bool = True) -> list[ImagePrediction]:
+    """Predictions for every item of ``ds`` (in order), in original-image pixels.
+    ``measure=False``: what validation scoring needs only (see :meth:`Task.decode`)."""
     model = task.model
     model.eval()
     out: list[ImagePrediction] = []
@@ -99,7 +100,7 @@ def predict(task: Task, ds: BiometryDataset, tcfg: TrainConfig, device: torch.de
         with _autocast(device, tcfg.amp):
             y = model(b["image"])
         lbs = [ds.samples[int(i)].letterbox for i in batch["index"]]
-        out.extend(task.decode(y, lbs))
+        out.extend(task.decode(y, lbs, measure=measure))
     return out
 
 
@@ -162,7 +163,7 @@ def fit(
             count += len(b["image"])
             n_seen += len(b["image"])
             bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
-        score = score_fn(predict(task, val_ds, tcfg, device))
+        score = score_fn(predict(task, val_ds, tcfg, device, measure=task.family == "landmark"))
         row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "val_score": score, "lr": opt.param_groups[0]["lr"]}
         history.append(row)
         if log is not None:

@@ -48,8 +48,12 @@ class Task:
     def loss(self, output: torch.Tensor | list[torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
-    def decode(self, output: torch.Tensor, letterboxes: list[Letterbox]) -> list[ImagePrediction]:
-        """Network outputs of a batch (eval mode) -> predictions in original pixels."""
+    def decode(self, output: torch.Tensor, letterboxes: list[Letterbox], measure: bool = True) -> list[ImagePrediction]:
+        """Network outputs of a batch (eval mode) -> predictions in original pixels.
+
+        ``measure=False`` may skip work that validation scoring does not need (segmentation:
+        the ellipse fit; only the mask is returned).
+        """
         raise NotImplementedError
 
     def trainable(self, weight: float, has_mask: bool) -> bool:

@@ -46,7 +46,7 @@ class LandmarkTask(Task):
             loss = loss + self.prior_weight * (geometric_prior(coords) * w).sum() / w.sum().clamp_min(1e-12)
         return loss
 
-    def decode(self, output: torch.Tensor, letterboxes: list[Letterbox]) -> list[ImagePrediction]:
+    def decode(self, output: torch.Tensor, letterboxes: list[Letterbox], measure: bool = True) -> list[ImagePrediction]:
         pts_in, unc_in = self.codec.decode(output.detach().float().cpu().numpy())
         preds = []
         for p, u, lb in zip(pts_in, unc_in, letterboxes):

@@ -48,12 +48,15 @@ class SegmentationTask(Task):
     def loss(self, output, batch):
         return self.loss_fn(output, batch["target"], sample_weight=None)
 
-    def decode(self, output: torch.Tensor, letterboxes: list[Letterbox]) -> list[ImagePrediction]:
+    def decode(self, output: torch.Tensor, letterboxes: list[Letterbox], measure: bool = True) -> list[ImagePrediction]:
         probs = torch.sigmoid(output.detach().float()).cpu().numpy()[:, 0]
         preds = []
         for prob_in, lb in zip(probs, letterboxes):
             prob = np.clip(lb.unapply(prob_in.astype(np.float32)), 0.0, 1.0)
             mask = fill_holes(largest_component((prob >= self.post["threshold"]).astype(np.uint8)))
+            if not measure:
+                preds.append(ImagePrediction(np.full((4, 2), np.nan), np.full(4, np.nan), "not_measured", mask=mask))
+                continue
             res = mask_to_ellipse(prob, inlier_threshold_px=self.inlier_band / float(np.mean(lb.scale)), **self.post)
             unc = np.full(4, res.residual_px)
             extra = {"fit_residual_px": res.residual_px, "inlier_fraction": res.inlier_fraction}
