@@ -178,7 +178,7 @@ def merged_train_config(common: TrainConfig, variant: VariantConfig, section: st
         if key not in base:
             raise ConfigError(f"unknown key in {section}.train: {key} (valid: {', '.join(base)})")
         base[key] = {**base[key], **value} if isinstance(base[key], dict) and isinstance(value, dict) else value
-    return from_dict(TrainConfig, base, "train")
+    return from_dict(TrainConfig, base, f"{section}.train")
 
 
 def _check_range(name: str, value: float, lo: float, hi: float, hi_open: bool = False) -> None:

@@ -19,6 +19,12 @@ from fetalbio.geometry.ellipse import ellipse_from_points, ellipse_to_mask
 from fetalbio.tasks.base import Sample, Task
 
 
+def _letterbox_mask(lb: Letterbox, mask: np.ndarray) -> np.ndarray:
+    """Binary mask to network input: area-average the {0,1} mask, keep pixels >= 0.5 covered
+    (pixel-centre aligned with the points, and the area is preserved)."""
+    return (lb.apply(mask.astype(np.float32), cv2.INTER_AREA) >= 0.5).astype(np.uint8)
+
+
 def load_sample(row: pd.Series, table_dir: Path, input_size: tuple[int, int], mask_source: str | None) -> Sample:
     """Read and letterbox one table row. ``mask_source``: None, 'sonographer' or 'landmarks'."""
     img = read_gray8(table_dir / row["image_path"]).pixels
@@ -29,10 +35,10 @@ def load_sample(row: pd.Series, table_dir: Path, input_size: tuple[int, int], ma
         m = cv2.imread(str(table_dir / row["mask_path"]), cv2.IMREAD_GRAYSCALE)
         if m is None:
             raise ValueError(f"{table_dir / row['mask_path']}: unreadable mask")
-        mask = lb.apply((m > 127).astype(np.uint8), cv2.INTER_NEAREST)
+        mask = _letterbox_mask(lb, m > 127)
     elif mask_source == "landmarks" and np.all(np.isfinite(pts)):
         full = ellipse_to_mask(ellipse_from_points(pts), (img.shape[1], img.shape[0]))
-        mask = lb.apply(full, cv2.INTER_NEAREST)
+        mask = _letterbox_mask(lb, full > 0)
     return Sample(
         image=lb.apply(img),
         points=lb.to_input(pts) if np.all(np.isfinite(pts)) else None,
