@@ -14,15 +14,13 @@ from stages._common import friendly_errors
 
 app = typer.Typer(add_completion=False)
 
-# sections whose keys are free-form (variant sections, model arch options, codec options...)
-_OPEN_KEYS = {"arch", "codec", "loss_cfg", "postprocess", "train"}
-
-
 def deep_merge(base: dict[str, Any], over: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """Merge ``over`` into ``base``. New keys are refused except inside ``variants`` (a new
+    variant, or options of one: those are validated when the variant's stage runs)."""
     out = dict(base)
     for k, v in over.items():
         where = f"{path}.{k}" if path else k
-        if k not in base and path.split(".")[-1] not in _OPEN_KEYS and not path.startswith("variants.") and path != "variants":
+        if k not in base and not where.startswith("variants."):
             raise ConfigError(f"override key {where!r} does not exist in params.yaml")
         out[k] = deep_merge(base[k], v, where) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
     return out

@@ -28,6 +28,7 @@ def main(
 ) -> None:
     """Train one variant on every fold but FOLD; predict the held-out fold."""
     from fetalbio.engine.run import train_fold
+    from fetalbio.tasks import build_task
 
     if variant not in VARIANTS:
         raise ConfigError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
@@ -35,6 +36,10 @@ def main(
     tcfg = load_section(params, "train", TrainConfig)
     vcfg = from_dict(VariantConfig, get_key(raw, f"variants.{variant}", str(params)) or {}, f"variants.{variant}")
     tcfg = merged_train_config(tcfg, vcfg, f"variants.{variant}")
+    try:  # fail on a bad arch / codec / loss option before any data is read
+        build_task(variant, vcfg, tcfg)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{params}: variants.{variant}: {exc}") from None
     summary = train_fold(read_clean(labels), pd.read_csv(folds, dtype={"subject_id": str}), images_root, variant, vcfg, tcfg, fold, read_seed(params), out_dir)
     typer.echo(
         f"train {variant} fold {fold}: best epoch {summary['best_epoch']}/{summary['epochs_run']}, "

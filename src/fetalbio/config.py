@@ -85,8 +85,9 @@ class FoldsConfig:
 
 
 @dataclass(frozen=True)
-class AugmentParams:
-    """Section ``train.augment`` (see :class:`fetalbio.data.transforms.AugmentConfig`)."""
+class AugmentConfig:
+    """Section ``train.augment``: training augmentation strengths (0 switches a transform off);
+    used by :func:`fetalbio.data.transforms.build_augment`."""
 
     rotate_deg: float = 10.0
     scale: float = 0.1
@@ -117,7 +118,7 @@ class TrainConfig:
     amp: bool = True
     cpu_threads: int = 2
     progress: bool = True
-    augment: AugmentParams = AugmentParams()
+    augment: AugmentConfig = AugmentConfig()
 
     def __post_init__(self) -> None:
         for name in ("input_width", "input_height"):
@@ -304,7 +305,7 @@ __all__ = [
     "TrainConfig",
     "EvaluateConfig",
     "VariantConfig",
-    "AugmentParams",
+    "AugmentConfig",
     "merged_train_config",
     "from_dict",
     "get_key",

@@ -20,7 +20,10 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from fetalbio.config import AugmentConfig
 from fetalbio.geometry.points import canonicalize_batch
+
+__all__ = ["AugmentConfig", "Letterbox", "augment", "build_augment", "normalize"]
 
 
 @dataclass(frozen=True)
@@ -82,20 +85,6 @@ def normalize(image: np.ndarray, method: Literal["zscore", "clahe"] = "zscore") 
         raise ValueError(f"unknown normalisation {method!r}; valid: zscore, clahe")
     x = img.astype(np.float32)
     return (x - x.mean()) / max(float(x.std()), 1e-6)
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Training augmentation strengths (0 switches a transform off)."""
-
-    rotate_deg: float = 10.0
-    scale: float = 0.1
-    shift: float = 0.05
-    hflip: float = 0.5
-    brightness_contrast: float = 0.2
-    gamma: float = 0.2
-    speckle: float = 0.15
-    elastic: bool = False
 
 
 def build_augment(cfg: AugmentConfig) -> A.Compose:

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from fetalbio import POINT_COLUMNS
 from fetalbio.config import TrainConfig
 from fetalbio.data.io import read_gray8
-from fetalbio.data.transforms import AugmentConfig, Letterbox, augment, build_augment, normalize
+from fetalbio.data.transforms import Letterbox, augment, build_augment, normalize
 from fetalbio.geometry.ellipse import ellipse_from_points, ellipse_to_mask
 from fetalbio.tasks.base import Sample, Task
 
@@ -66,7 +66,7 @@ class BiometryDataset(Dataset):
         self.samples = [load_sample(r, table_dir, size, mask_source) for _, r in self.table.iterrows()]
         self.pipeline: A.Compose | None = None
         if train:
-            self.pipeline = build_augment(AugmentConfig(**vars(tcfg.augment)))
+            self.pipeline = build_augment(tcfg.augment)
             self.pipeline.set_random_seed(seed)
 
     def __len__(self) -> int:

@@ -1,0 +1,90 @@
+"""Bad input through the real CLI: a clear message and exit code 1, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from fetalbio.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def _params(tmp_path: Path, edit) -> Path:
+    p = yaml.safe_load((REPO / "params.yaml").read_text())
+    edit(p)
+    out = tmp_path / "params.yaml"
+    out.write_text(yaml.safe_dump(p))
+    return out
+
+
+def _fail(args: list[str]) -> str:
+    res = runner.invoke(app, args)
+    assert res.exit_code == 1, res.output
+    assert "Traceback" not in res.output
+    return res.output
+
+
+def test_help_lists_every_stage() -> None:
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("ingest", "clean-labels", "build-folds", "train", "evaluate", "compare", "params-merge"):
+        assert cmd in res.output
+
+
+def test_unknown_variant(tmp_path: Path) -> None:
+    out = _fail(["train", "--variant", "hm_unett", "--fold", "0", "--out-dir", str(tmp_path / "m")])
+    assert "unknown variant 'hm_unett'" in out and "hm_unet" in out
+
+
+def test_negative_epochs(tmp_path: Path) -> None:
+    p = _params(tmp_path, lambda d: d["train"].__setitem__("epochs", -3))
+    out = _fail(["train", "--params", str(p), "--variant", "hm_unet", "--fold", "0", "--out-dir", str(tmp_path / "m")])
+    assert "train.epochs must be >= 1, got -3" in out
+
+
+def test_missing_variant_section(tmp_path: Path) -> None:
+    p = _params(tmp_path, lambda d: d["variants"].pop("hm_unet"))
+    out = _fail(["train", "--params", str(p), "--variant", "hm_unet", "--fold", "0", "--out-dir", str(tmp_path / "m")])
+    assert "missing key 'variants.hm_unet'" in out
+
+
+def test_unknown_arch_option(tmp_path: Path) -> None:
+    p = _params(tmp_path, lambda d: d["variants"]["hm_unet"]["arch"].__setitem__("widht", 3))
+    out = _fail(["train", "--params", str(p), "--variant", "hm_unet", "--fold", "0", "--labels", str(tmp_path / "none.csv"), "--out-dir", str(tmp_path / "m")])
+    assert "variants.hm_unet" in out and "widht" in out  # refused before any data is read
+
+
+def test_bad_data_root(tmp_path: Path) -> None:
+    p = _params(tmp_path, lambda d: d["data"].__setitem__("root", str(tmp_path / "nowhere")))
+    out = _fail(["ingest", "--params", str(p), "--out-dir", str(tmp_path / "ing")])
+    assert "data root is not a directory" in out
+
+
+def test_evaluate_without_predictions(tmp_path: Path) -> None:
+    table = tmp_path / "labels.csv"
+    out = _fail(["evaluate", "--variant", "hm_unet", "--labels", str(table), "--models-dir", str(tmp_path / "none"),
+                 "--metrics", str(tmp_path / "m.json"), "--plots-dir", str(tmp_path / "p")])
+    assert "no fold*/oof.csv under" in out
+
+
+@pytest.mark.parametrize("override,msg", [({"trian": {"epochs": 1}}, "override key 'trian' does not exist"), ({"train": {"epohcs": 1}}, "override key 'train.epohcs'")])
+def test_params_merge_refuses_typos(tmp_path: Path, override: dict, msg: str) -> None:
+    p = _params(tmp_path, lambda d: None)
+    o = tmp_path / "o.yaml"
+    o.write_text(yaml.safe_dump(override))
+    assert msg in _fail(["params-merge", str(o), "--params", str(p)])
+
+
+def test_params_merge_applies_full_config(tmp_path: Path) -> None:
+    p = _params(tmp_path, lambda d: None)
+    res = runner.invoke(app, ["params-merge", str(REPO / "configs/full-cpu.yaml"), "--params", str(p)])
+    assert res.exit_code == 0, res.output
+    merged = yaml.safe_load(p.read_text())
+    assert merged["data"]["root"] == "../shared/data/fetal-head"
+    assert merged["data"]["on_error"] == "error"  # untouched keys kept
+    assert merged["variants"]["hm_unet"]["arch"]["base_width"] == 16
