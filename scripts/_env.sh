@@ -9,7 +9,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
-python -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true
-python -m pip install --quiet --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "is ignored: it is neither" || true
-python -c "import fetalbio, torch, dvc" || { echo "install failed" >&2; exit 1; }
+if ! python -m pip install --quiet --disable-pip-version-check -e ".[test]" > .venv/install.log 2>&1; then
+  grep -v "is ignored: it is neither" .venv/install.log >&2
+  echo "install failed (full log: .venv/install.log)" >&2
+  exit 1
+fi
+python -c "import fetalbio, torch, dvc" || { echo "install incomplete (see .venv/install.log)" >&2; exit 1; }
 export DVC_NO_ANALYTICS=1

@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from fetalbio import POINT_COLUMNS
-from fetalbio.config import AugmentParams, TrainConfig, VariantConfig
+from fetalbio.config import AugmentConfig, TrainConfig, VariantConfig
 from fetalbio.engine.dataset import BiometryDataset, load_sample
 from fetalbio.geometry.points import canonicalize
 from fetalbio.tasks import build_task
 from fetalbio.variants import get_variant
 
 W_IN, H_IN = 96, 64  # W != H, so a swapped axis shows
-NO_AUG = AugmentParams(rotate_deg=0.0, scale=0.0, shift=0.0, hflip=0.0, brightness_contrast=0.0, gamma=0.0, speckle=0.0)
+NO_AUG = AugmentConfig(rotate_deg=0.0, scale=0.0, shift=0.0, hflip=0.0, brightness_contrast=0.0, gamma=0.0, speckle=0.0)
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "data" / "sample"
 

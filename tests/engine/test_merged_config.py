@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fetalbio.config import AugmentParams, ConfigError, TrainConfig, VariantConfig, from_dict, merged_train_config
+from fetalbio.config import AugmentConfig, ConfigError, TrainConfig, VariantConfig, from_dict, merged_train_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -19,8 +19,8 @@ def common() -> TrainConfig:
     base = from_dict(TrainConfig, params["train"], "train")
     # augment values that differ from the dataclass defaults, so a shallow (non-nested) merge
     # that falls back to defaults is visible
-    odd = AugmentParams(rotate_deg=7.0, scale=0.3, shift=0.02, hflip=0.25, brightness_contrast=0.1, gamma=0.05, speckle=0.3, elastic=True)
-    assert all(getattr(odd, f.name) != f.default for f in dataclasses.fields(AugmentParams))
+    odd = AugmentConfig(rotate_deg=7.0, scale=0.3, shift=0.02, hflip=0.25, brightness_contrast=0.1, gamma=0.05, speckle=0.3, elastic=True)
+    assert all(getattr(odd, f.name) != f.default for f in dataclasses.fields(AugmentConfig))
     return dataclasses.replace(base, epochs=9, augment=odd)
 
 
