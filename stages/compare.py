@@ -46,7 +46,7 @@ def main(
     figures_dir.mkdir(parents=True, exist_ok=True)
     draw_ced({n: pd.read_csv(plots_dir / n / "ced.csv") for n in names}, figures_dir / "ced.png")
     draw_bland_altman({n: pd.read_csv(plots_dir / n / "bland_altman.csv") for n in names}, figures_dir / "bland_altman.png")
-    top = best.get("HC MAE mm", names[0])
+    top = best.get("HC MAE mm", [names[0]])[0]
     draw_worst_cases(top, per_image[top], read_clean(labels), read_oof(models_dir / top), images_root, figures_dir / "worst_cases.png")
     write_csv(figures_dir / "hc_abs_err.csv", pd.concat([per_image[n][["image_name", "hc_abs_err_mm"]].assign(variant=n) for n in names]))
     typer.echo(f"compare: {len(names)} variants; best HC MAE: {top} -> {out_md}")

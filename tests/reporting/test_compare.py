@@ -41,28 +41,33 @@ def test_compare_table_best_per_metric() -> None:
     row = table.set_index("variant")
     assert row.loc["A_landmark", "HC bias mm"] == -2.0 and row.loc["B_seg", "MRE mm"] == 1.1
     assert math.isnan(row.loc["A_landmark", "Ellipse Dice"]) and math.isnan(row.loc["A_landmark", "Mask Dice"])
-    assert best["MRE mm"] == "A_landmark" and best["MRE px"] == "A_landmark"  # min
-    assert best["SDR@2mm"] == "B_seg" and best["SDR@2.5mm"] == "B_seg"  # max
-    assert best["HC MAE mm"] == "B_seg" and best["BPD MAE mm"] == "B_seg" and best["OFD MAE mm"] == "B_seg"
-    assert best["HC bias mm"] == "B_seg"  # |0.5| < |-2.0| although -2.0 < 0.5
-    assert best["failed"] == "B_seg"
-    assert best["Ellipse Dice"] == "B_seg" and best["Mask Dice"] == "B_seg"  # NaN never wins
+    assert best["MRE mm"] == ["A_landmark"] and best["MRE px"] == ["A_landmark"]  # min
+    assert best["SDR@2mm"] == ["B_seg"] and best["SDR@2.5mm"] == ["B_seg"]  # max
+    assert best["HC MAE mm"] == ["B_seg"] and best["BPD MAE mm"] == ["B_seg"] and best["OFD MAE mm"] == ["B_seg"]
+    assert best["HC bias mm"] == ["B_seg"]  # |0.5| < |-2.0| although -2.0 < 0.5
+    assert best["failed"] == ["B_seg"]
+    assert best["Ellipse Dice"] == ["B_seg"] and best["Mask Dice"] == ["B_seg"]  # NaN never wins
     assert "HC LoA low" not in best and "HC LoA high" not in best  # direction "none"
 
 
 def test_compare_table_abs_direction_other_way_round() -> None:
     m = {"A": _metrics(1, 0.5, 1, -0.1, 0, "landmark"), "B": _metrics(1, 0.5, 1, 3.0, 0, "landmark")}
     _, best = compare_table(m)
-    assert best["HC bias mm"] == "A"
+    assert best["HC bias mm"] == ["A"]
     m = {"A": _metrics(1, 0.5, 1, -3.0, 0, "landmark"), "B": _metrics(1, 0.5, 1, 0.0, 0, "landmark")}
     _, best = compare_table(m)
-    assert best["HC bias mm"] == "B"
+    assert best["HC bias mm"] == ["B"]
 
 
 def test_compare_table_ties_and_missing_metrics() -> None:
     m = {"first": _metrics(1.0, 0.5, 2.0, 0.1, 1, "landmark"), "second": _metrics(1.0, 0.5, 2.0, -0.1, 1, "landmark")}
     _, best = compare_table(m)
-    assert best["MRE mm"] == "first" and best["HC bias mm"] == "first"  # ties: first in order
+    assert best["MRE mm"] == ["first", "second"] and best["HC bias mm"] == ["first", "second"]  # ties: all named
+    assert best["failed"] == ["first", "second"]
+    md = markdown_table(*compare_table(m), {"note": "n/a"}, "data")
+    assert "MRE mm: `first` = `second`" in md
+    rows = [line.split(" | ") for line in md.splitlines() if line.startswith(("| first", "| second"))]
+    assert len(rows) == 2 and all(r[2] == "**1.000**" for r in rows)  # column "MRE mm", bold in both rows
     assert "Ellipse Dice" not in best and "Mask Dice" not in best  # all NaN: no best
     table, best = compare_table({"only": {"family": "landmark"}})
     assert table.drop(columns=["variant", "family"]).isna().all(axis=None) and best == {}

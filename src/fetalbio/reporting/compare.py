@@ -40,18 +40,19 @@ def _get(d: dict, path: tuple[str, ...]) -> float:
 
 
 def compare_table(metrics: dict[str, dict]) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Variant x metric table and the best variant per metric (ties: first in order)."""
+    """Variant x metric table and the best variants per metric (all that tie for the best value)."""
     rows = []
     for name, m in metrics.items():
         rows.append({"variant": name, "family": m.get("family", ""), **{col: _get(m, path) for col, path, _ in TABLE_COLUMNS}})
     table = pd.DataFrame(rows)
-    best: dict[str, str] = {}
+    best: dict[str, list[str]] = {}
     for col, _, direction in TABLE_COLUMNS:
         s = table[col]
         if direction == "none" or s.notna().sum() == 0:
             continue
         key = s.abs() if direction == "abs" else (-s if direction == "max" else s)
-        best[col] = str(table.loc[key.idxmin(), "variant"])
+        winners = np.isclose(key, key.min(), rtol=0.0, atol=1e-12) & key.notna()
+        best[col] = [str(v) for v in table.loc[winners, "variant"]]
     return table, best
 
 
@@ -69,7 +70,7 @@ def paired_hc_test(per_image: dict[str, pd.DataFrame], a: str | None, b: str | N
     return {"variant_a": a, "variant_b": b, "metric": "per-image |HC error| vs sonographer (mm)", **res}
 
 
-def markdown_table(table: pd.DataFrame, best: dict[str, str], test: dict[str, Any], data_note: str) -> str:
+def markdown_table(table: pd.DataFrame, best: dict[str, list[str]], test: dict[str, Any], data_note: str) -> str:
     cols = ["variant", "family"] + [c for c, _, _ in TABLE_COLUMNS]
     lines = ["# Variant comparison", "", data_note, "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -79,13 +80,13 @@ def markdown_table(table: pd.DataFrame, best: dict[str, str], test: dict[str, An
             v = r[c]
             if isinstance(v, float):
                 txt = "–" if not np.isfinite(v) else (f"{v:.0f}" if c == "failed" else f"{v:.3f}")
-                if best.get(c) == r["variant"]:
+                if r["variant"] in best.get(c, []):
                     txt = f"**{txt}**"
                 cells.append(txt)
             else:
                 cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Best per metric: " + ", ".join(f"{k}: `{v}`" for k, v in best.items()) + ".", ""]
+    lines += ["", "Best per metric: " + ", ".join(f"{k}: " + " = ".join(f"`{v}`" for v in vs) for k, vs in best.items()) + ".", ""]
     if "p_value" in test:
         lines.append(f"Paired Wilcoxon signed-rank test on {test['metric']}: `{test['variant_a']}` vs `{test['variant_b']}`, "
                      f"n = {test['n']}, median difference {test['median_diff']:.3f} mm, p = {test['p_value']:.4g}.")
