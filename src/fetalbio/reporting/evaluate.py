@@ -194,5 +194,6 @@ def evaluate(per_image: pd.DataFrame, family: str, sdr_thresholds_mm: list[float
     ced = ced_curve(e_mm, max_mm=10.0, step=0.1)
     ba = bland_altman_points(pi["pred_hc_mm"].to_numpy(), pi["ref_hc_mm"].to_numpy()).rename(columns={"mean": "mean_mm", "diff": "diff_mm"})
     ba.insert(0, "image_name", pi["image_name"].to_numpy())
+    ba = ba[np.isfinite(ba["mean_mm"]) & np.isfinite(ba["diff_mm"])].reset_index(drop=True)  # failed rows: per_image lists them
     rc = risk_coverage(pi["uncertainty"].to_numpy(), pi["hc_abs_err_mm"].to_numpy())
     return Evaluation(_rounded(summary), pi, ced, ba, rc)
