@@ -137,7 +137,9 @@ def draw_bland_altman(points: dict[str, pd.DataFrame], path: Path) -> None:
             m, s = d["diff_mm"].mean(), d["diff_mm"].std(ddof=1)
             for y, ls in ((m, "-"), (m - 1.96 * s, "--"), (m + 1.96 * s, "--")):
                 ax.axhline(y, color="k", ls=ls, lw=0.8)
-        ax.set_title(name, fontsize=8)
+        if d.empty:
+            ax.text(0.5, 0.5, "no HC predicted\n(every image failed)", ha="center", va="center", transform=ax.transAxes, fontsize=8)
+        ax.set_title(f"{name} (n={len(d)})", fontsize=8)
         ax.set_xlabel("mean HC (mm)", fontsize=7)
         ax.set_ylabel("pred - ref (mm)", fontsize=7)
         ax.tick_params(labelsize=6)

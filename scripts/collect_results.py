@@ -1,0 +1,68 @@
+"""Copy the reviewable outputs of a finished pipeline run into a results folder.
+
+Usage: python scripts/collect_results.py SRC_REPO DEST_DIR
+
+SRC_REPO is a checkout where `dvc repro` ran (for example on the full dataset); DEST_DIR gets
+its metrics/, plots/compare/, the label-audit picture and report, params.yaml, dvc.lock, every
+fold's training summary and a `provenance.json` (source commit, data root, variants, summed
+training time). Nothing is computed here: every number is a stage output, copied as is.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+COPY = [
+    "params.yaml",
+    "dvc.lock",
+    "metrics",
+    "plots/compare",
+    "plots/label_audit.png",
+    "reports/label_audit.csv",
+    "reports/ingest_drops.csv",
+]
+
+
+def main(src: Path, dest: Path) -> None:
+    if not (src / "dvc.lock").is_file():
+        sys.exit(f"{src}: no dvc.lock (has the pipeline run there?)")
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in COPY:
+        s, d = src / rel, dest / rel
+        if s.is_dir():
+            shutil.copytree(s, d, dirs_exist_ok=True)
+        elif s.is_file():
+            d.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(s, d)
+        else:
+            print(f"skip {rel}: not in {src}")
+    params = yaml.safe_load((src / "params.yaml").read_text())
+    variants = list(params.get("landmark_variants", [])) + list(params.get("segmentation_variants", []))
+    seconds: dict[str, float] = {}
+    for v in variants:
+        for summary in sorted((src / "models" / v).glob("fold*/summary.json")):
+            out = dest / "folds" / v / f"{summary.parent.name}.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(summary, out)
+            seconds[v] = seconds.get(v, 0.0) + float(json.loads(summary.read_text())["train_seconds"])
+    commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    provenance = {
+        "source_commit": commit,
+        "data_root": params.get("data", {}).get("root"),
+        "variants": variants,
+        "train_seconds_all_folds": {k: round(v, 1) for k, v in seconds.items()},
+    }
+    (dest / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    print(f"copied {src} -> {dest}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
