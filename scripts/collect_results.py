@@ -23,6 +23,7 @@ COPY = [
     "dvc.lock",
     "metrics",
     "plots/compare",
+    "plots/variants",
     "plots/label_audit.png",
     "reports/label_audit.csv",
     "reports/ingest_drops.csv",
