@@ -35,11 +35,34 @@ def test_canonical_order_after_horizontal_flip() -> None:
     flipped = pts.copy()
     flipped[:, 0] = 120 - flipped[:, 0]
     out = canonicalize_batch(flipped[None])[0]
-    assert out[0, 0] < out[1, 0] and out[2, 0] <= out[3, 0]
+    d = out[1] - out[0]
+    assert out[0, 0] < out[1, 0] and out[2] @ np.array([-d[1], d[0]]) < out[3] @ np.array([-d[1], d[0]])
     # same set of points, just reordered
     assert sorted(map(tuple, out)) == sorted(map(tuple, flipped))
     with pytest.raises(ValueError, match=r"\(N, 4, 2\)"):
         canonicalize_batch(pts)
+
+
+@pytest.mark.parametrize("tilt_deg", [-8.0, -2.0, 0.0, 2.0, 8.0])
+def test_near_vertical_bpd_keeps_its_order(tilt_deg: float) -> None:
+    """A horizontal OFD with a near-vertical BPD: bpd_1 is the upper endpoint whichever way the
+    BPD leans (ordering the BPD by x would swap its labels between -2 and +2 degrees)."""
+    t = np.radians(tilt_deg)
+    top, bottom = np.array([50 + 30 * np.sin(t), 50 - 30 * np.cos(t)]), np.array([50 - 30 * np.sin(t), 50 + 30 * np.cos(t)])
+    for bpd in ([top, bottom], [bottom, top]):
+        out = canonicalize(np.array([[90.0, 50], [10, 50], *bpd])).points
+        np.testing.assert_allclose(out, [[10, 50], [90, 50], top, bottom])
+    # the rule turns with the head: rotate everything by 90 degrees, bpd_1 follows
+    rot = np.array([[0.0, -1.0], [1.0, 0.0]])
+    pts = np.array([[10.0, 50], [90, 50], top, bottom]) @ rot.T
+    out = canonicalize(pts).points
+    d = out[1] - out[0]
+    assert out[2] @ np.array([-d[1], d[0]]) < out[3] @ np.array([-d[1], d[0]])
+
+
+def test_bpd_parallel_to_ofd_falls_back_to_the_x_rule() -> None:
+    out = canonicalize(np.array([[0.0, 0], [100, 0], [70, 0], [30, 0]])).points
+    np.testing.assert_array_equal(out, [[0, 0], [100, 0], [30, 0], [70, 0]])
 
 
 def _ingested(tmp_path: Path, n_subjects: int = 40, seed: int = 5) -> tuple[pd.DataFrame, Path]:

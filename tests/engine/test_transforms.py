@@ -112,9 +112,12 @@ def test_hflip_mirrors_points_and_mask_and_keeps_canonical_order() -> None:
     mirrored[:, 0] = w - 1 - mirrored[:, 0]
     # same point set, mirrored with the pixel-centre convention (x -> W - 1 - x)
     assert sorted(map(tuple, np.round(out_pts, 6))) == sorted(map(tuple, np.round(mirrored, 6)))
-    # ... and in canonical order: point 1 leftmost in each pair, OFD the longer pair
+    # ... and in canonical order: OFD the longer pair, OFD point 1 leftmost, BPD point 1 on
+    # the side of the OFD that its normal (-d_y, d_x) points away from
     np.testing.assert_allclose(out_pts, canonicalize(mirrored).points, atol=1e-5)
-    assert out_pts[0, 0] < out_pts[1, 0] and out_pts[2, 0] < out_pts[3, 0]
+    d = out_pts[1] - out_pts[0]
+    normal = np.array([-d[1], d[0]])
+    assert out_pts[0, 0] < out_pts[1, 0] and out_pts[2] @ normal < out_pts[3] @ normal
     assert np.linalg.norm(out_pts[1] - out_pts[0]) >= np.linalg.norm(out_pts[3] - out_pts[2])
     # the flip reverses the left-right order, so the raw flipped order is NOT canonical
     assert not np.allclose(out_pts, mirrored)

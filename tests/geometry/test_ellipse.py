@@ -118,12 +118,15 @@ def test_cv2_angle_convention_matches_drawing():
 def test_ellipse_endpoints_known_and_canonical():
     pts = ellipse_endpoints(Ellipse(100, 50, 20, 10, 0.0))
     np.testing.assert_allclose(pts, [[80, 50], [120, 50], [100, 40], [100, 60]], atol=1e-12)
-    # vertical major axis: tie in x broken by the upper point first
+    # vertical major axis: tie in x broken by the upper point first; the OFD then points down,
+    # its normal (-d_y, d_x) points to -x, so BPD point 1 is the right-hand endpoint
     pts = ellipse_endpoints(Ellipse(100, 50, 20, 10, math.pi / 2))
-    np.testing.assert_allclose(pts, [[100, 30], [100, 70], [90, 50], [110, 50]], atol=1e-12)
+    np.testing.assert_allclose(pts, [[100, 30], [100, 70], [110, 50], [90, 50]], atol=1e-12)
     pts = ellipse_endpoints(E)
     np.testing.assert_allclose(pts, canonicalize(pts).points)
-    assert pts[0, 0] < pts[1, 0] and pts[2, 0] < pts[3, 0]
+    d = pts[1] - pts[0]
+    normal = np.array([-d[1], d[0]])
+    assert pts[0, 0] < pts[1, 0] and pts[2] @ normal < pts[3] @ normal
     assert np.linalg.norm(pts[1] - pts[0]) == pytest.approx(240)
     assert np.linalg.norm(pts[3] - pts[2]) == pytest.approx(170)
     np.testing.assert_allclose(pts[:2].mean(0), [E.cx, E.cy])

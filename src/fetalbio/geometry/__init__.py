@@ -30,6 +30,7 @@ from fetalbio.geometry.points import (
     canonicalize,
     canonicalize_batch,
     diameter_lengths,
+    ofd_normal,
     order_pair,
 )
 
@@ -39,6 +40,7 @@ __all__ = [
     "canonicalize",
     "canonicalize_batch",
     "diameter_lengths",
+    "ofd_normal",
     "order_pair",
     # ellipse
     "Ellipse",

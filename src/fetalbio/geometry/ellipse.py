@@ -148,7 +148,7 @@ def ellipse_endpoints(e: Ellipse) -> np.ndarray:
 
     OFD = major-axis endpoints ``c ± a (cos θ, sin θ)``, BPD = minor-axis endpoints
     ``c ± b (-sin θ, cos θ)``; the order inside each pair comes from
-    :func:`fetalbio.geometry.points.canonicalize` (leftmost first).
+    :func:`fetalbio.geometry.points.canonicalize` (OFD leftmost first, BPD by the side of the OFD).
     """
     c = e.centre
     u = np.array([math.cos(e.theta), math.sin(e.theta)])
