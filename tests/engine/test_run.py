@@ -19,6 +19,7 @@ from fetalbio.engine import run as run_mod
 from fetalbio.engine.dataset import BiometryDataset
 from fetalbio.engine.run import PREDICTION_COLUMNS, inner_split, table_hash, train_fold
 from fetalbio.engine.train import load_checkpoint, predict
+from fetalbio.geometry.points import canonicalize_batch
 from fetalbio.tasks import build_task
 
 HELD = 1
@@ -88,9 +89,11 @@ def test_oof_is_exactly_the_held_out_fold(runs, key: str) -> None:
     assert set(oof["status"]) <= {"ok", "failed"}
     assert np.isfinite(oof.loc[ok, list(POINT_COLUMNS)].to_numpy()).all()
     assert r["summary"]["n_failed_heldout"] == int((~ok).sum())
-    # points are canonical: point 1 left of point 2 in each pair, OFD >= BPD
+    # points are canonical (the clean_labels rule: OFD point 1 leftmost, BPD point 1 on the
+    # OFD normal's negative side) and OFD >= BPD
     p = oof.loc[ok, list(POINT_COLUMNS)].to_numpy().reshape(-1, 4, 2)
-    assert (p[:, 0, 0] <= p[:, 1, 0]).all() and (p[:, 2, 0] <= p[:, 3, 0]).all()
+    np.testing.assert_array_equal(canonicalize_batch(p), p)
+    assert (p[:, 0, 0] <= p[:, 1, 0]).all()
     assert (np.linalg.norm(p[:, 1] - p[:, 0], axis=1) >= np.linalg.norm(p[:, 3] - p[:, 2], axis=1) - 1e-9).all()
 
 
