@@ -13,12 +13,16 @@ from fetalbio.geometry import (
     Ellipse,
     boundary_points,
     ellipse_endpoints,
+    estimate_edge_offset_px,
     ellipse_to_mask,
     fill_holes,
     fill_outline,
     largest_component,
+    mask_edge_offset_px,
     mask_to_ellipse,
+    perimeter_offset_px,
     point_ellipse_distance,
+    shrink_ellipse,
 )
 
 SIZE = (400, 320)  # (W, H)
@@ -251,3 +255,47 @@ def test_fill_outline_raises_on_open_curve_and_empty_image():
         fill_outline(np.zeros((20, 20), np.uint8))
     with pytest.raises(ValueError, match="does not enclose"):
         fill_outline(cut_gap(draw_outline(), 12))  # a 12-px gap is beyond max_gap_px = 6
+
+
+# -- annotation convention: mask edge vs the measured outline ---------------------------------
+
+
+def test_shrink_ellipse_moves_both_axes_and_keeps_the_rest() -> None:
+    e = shrink_ellipse(TRUE, 1.5)
+    assert (e.cx, e.cy, e.theta) == (TRUE.cx, TRUE.cy, TRUE.theta)
+    assert e.a == pytest.approx(TRUE.a - 1.5) and e.b == pytest.approx(TRUE.b - 1.5)
+    assert shrink_ellipse(TRUE, -2.0).b == pytest.approx(TRUE.b + 2.0)
+    with pytest.raises(ValueError, match="cannot shrink"):
+        shrink_ellipse(TRUE, TRUE.b)
+
+
+@pytest.mark.parametrize("offset", [1.4, 0.0, -3.0])
+def test_perimeter_offset_recovers_a_known_offset(offset: float) -> None:
+    target = shrink_ellipse(TRUE, offset).perimeter_px
+    assert perimeter_offset_px(TRUE, target) == pytest.approx(offset, abs=1e-5)
+
+
+def test_perimeter_offset_is_nan_without_a_usable_target() -> None:
+    for bad in (0.0, -5.0, float("nan"), float("inf")):
+        assert math.isnan(perimeter_offset_px(TRUE, bad))
+
+
+def test_mask_edge_offset_of_a_mask_filled_past_the_outline() -> None:
+    # the sonographer measured TRUE; the mask was filled 1.4 px beyond it (outline's outer edge)
+    mask = ellipse_to_mask(shrink_ellipse(TRUE, -1.4), SIZE)
+    assert mask_edge_offset_px(mask, TRUE.perimeter_px) == pytest.approx(1.4, abs=0.15)
+    # a mask filled exactly to the measured outline has no offset
+    assert mask_edge_offset_px(ellipse_to_mask(TRUE, SIZE), TRUE.perimeter_px) == pytest.approx(0.0, abs=0.15)
+    assert math.isnan(mask_edge_offset_px(np.zeros(SIZE[::-1], np.uint8), TRUE.perimeter_px))
+
+
+def test_estimate_edge_offset_takes_the_median_and_skips_unusable_pairs() -> None:
+    grown = ellipse_to_mask(shrink_ellipse(TRUE, -1.4), SIZE)
+    far = ellipse_to_mask(shrink_ellipse(TRUE, -12.0), SIZE)  # one mislabelled mask
+    empty = np.zeros(SIZE[::-1], np.uint8)
+    pairs = [(grown, TRUE.perimeter_px)] * 3 + [(far, TRUE.perimeter_px), (empty, TRUE.perimeter_px), (grown, float("nan"))]
+    off, n = estimate_edge_offset_px(pairs)
+    assert n == 4 and off == pytest.approx(1.4, abs=0.15)
+    off, n = estimate_edge_offset_px(pairs, max_items=2)  # evenly spaced: the first and the last
+    assert n == 1 and off == pytest.approx(1.4, abs=0.15)
+    assert estimate_edge_offset_px([(empty, 100.0)]) == (0.0, 0)

@@ -87,8 +87,10 @@ def test_per_image_errors(tmp_path: Path) -> None:
     assert pi.loc["e.png", "status"] == "failed" and pi.loc["e.png", "reason"] == "no_ellipse"
     assert pi.loc["a.png", "reason"] == ""
     # the sonographer mask: its ellipse axes (mm) and the Dice of the (perfect) predicted ellipse
-    assert pi.loc["b.png", "ref_ofd_mm"] == pytest.approx(80 * 0.2, abs=0.5)
-    assert pi.loc["b.png", "ref_bpd_mm"] == pytest.approx(60 * 0.2, abs=0.5)
+    assert pi.loc["b.png", "ref_ofd_mm"] == pytest.approx(80 * 0.2, abs=0.05)
+    assert pi.loc["b.png", "ref_bpd_mm"] == pytest.approx(60 * 0.2, abs=0.05)
+    # the reference axes are the reference's own: their perimeter is the reference HC
+    assert hc(pi.loc["b.png", "ref_ofd_mm"], pi.loc["b.png", "ref_bpd_mm"]) == pytest.approx(pi.loc["b.png", "ref_hc_mm"], rel=1e-6)
     assert pi.loc["b.png", "ellipse_dice"] == pytest.approx(1.0)
     assert pi["ellipse_dice"].drop("b.png").isna().all()
     assert pi["mask_dice"].isna().all()

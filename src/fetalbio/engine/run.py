@@ -109,6 +109,7 @@ def train_fold(
     tr_rows, va_rows = inner_split(usable, tcfg.inner_val_frac, seed + fold)
     train_ds = BiometryDataset(tr_rows, table_dir, task, tcfg, train=True, seed=seed + fold)
     val_ds = BiometryDataset(va_rows, table_dir, task, tcfg, train=False)
+    calibration = task.calibrate(usable, table_dir)  # training rows only, never the held-out fold
 
     from dvclive import Live
 
@@ -140,6 +141,7 @@ def train_fold(
         "fold": fold,
         "seed": seed,
         "best_epoch": result.best_epoch,
+        "calibration": calibration,
         "training_data_hash": table_hash(tr_rows[["image_name", *POINT_COLUMNS, "weight"]]),
     }
     save_checkpoint(out_dir / "model.pt", task.model, config)
@@ -156,6 +158,7 @@ def train_fold(
         "epochs_run": result.epochs_run,
         "best_inner_val_score": result.best_score,
         "inner_val_score_kind": "mre_px" if spec.family == "landmark" else "one_minus_dice",
+        "calibration": calibration,
         "train_seconds": round(result.seconds, 2),
         "train_images_per_s": round(result.train_images_per_s, 2),
     }

@@ -5,7 +5,10 @@ References:
 * **cleaned labels** — the canonical points of ``clean_labels``; landmark metrics use only rows
   the audit trusts (``weight > 0``), so a point the audit flagged does not count as an error;
 * **sonographer** — ``hc_mm`` (HC18 reference) on every image that has it, and BPD/OFD as the
-  minor/major axes of the ellipse fitted to the sonographer mask.
+  minor/major axes of the ellipse fitted to the sonographer mask's contour, moved inward
+  uniformly until its perimeter equals that image's reference HC (the mask is filled to the
+  outer edge of the drawn outline, whose centre line the HC measures: see
+  :mod:`fetalbio.geometry.masks`); without a reference HC, the contour ellipse's axes as they are.
 
 Per-image errors keep every held-out image: a failed prediction stays in the table (NaN) and is
 counted in ``n_failed`` with its reason.
@@ -22,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from fetalbio import POINT_COLUMNS, POINT_NAMES
-from fetalbio.geometry.ellipse import ellipse_from_points, ellipse_to_mask, fit_ellipse
+from fetalbio.geometry.ellipse import Ellipse, ellipse_from_points, ellipse_to_mask, fit_ellipse
+from fetalbio.geometry.masks import perimeter_offset_px
 from fetalbio.metrics import (
     aurc,
     bland_altman,
@@ -71,14 +75,17 @@ def read_oof(model_dir: Path) -> pd.DataFrame:
     return oof
 
 
-def _mask_axes_px(mask01: np.ndarray) -> tuple[float, float]:
-    """(major, minor) full axes (px) of the ellipse fitted to a mask's outer contour."""
+def _mask_axes_px(mask01: np.ndarray, hc_px: float = float("nan")) -> tuple[float, float]:
+    """(major, minor) full axes (px) of the ellipse fitted to a mask's outer contour; with a
+    finite reference perimeter ``hc_px``, both semi-axes moved by the same amount so that the
+    ellipse's perimeter is ``hc_px`` (the reference's own BPD/OFD)."""
     contours, _ = cv2.findContours(mask01.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
         return np.nan, np.nan
     c = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
     e = fit_ellipse(c)
-    return 2 * e.a, 2 * e.b
+    d = perimeter_offset_px(Ellipse(0.0, 0.0, e.a, e.b, 0.0), hc_px) if np.isfinite(hc_px) else 0.0
+    return 2 * (e.a - d), 2 * (e.b - d)
 
 
 def _read_mask(path: Path) -> np.ndarray | None:
@@ -115,7 +122,7 @@ def per_image_table(clean: pd.DataFrame, oof: pd.DataFrame, images_root: Path, m
         sono = _read_mask(images_root / r.mask_path_ref) if isinstance(r.mask_path_ref, str) and r.mask_path_ref else None
         if sono is None:
             continue
-        a, b = _mask_axes_px(sono)
+        a, b = _mask_axes_px(sono, float(out["ref_hc_mm"].iat[i]) / spacing[i])
         ref_ofd[i], ref_bpd[i] = a * spacing[i], b * spacing[i]
         if np.all(np.isfinite(pred[i])):
             e = ellipse_from_points(pred[i])

@@ -59,3 +59,14 @@ class Task:
     def trainable(self, weight: float, has_mask: bool) -> bool:
         """Whether a row can train this task."""
         raise NotImplementedError
+
+    def calibrate(self, rows, table_dir) -> dict:
+        """Measure, on *training* rows only, the constants decoding needs beyond the weights
+        (e.g. an annotation convention); set them on the task and return them as plain data
+        for the checkpoint. Default: none."""
+        return {}
+
+    def set_calibration(self, calibration: dict) -> None:
+        """Restore what :meth:`calibrate` measured (from a checkpoint)."""
+        if calibration:
+            raise ValueError(f"{type(self).__name__} takes no calibration, got {sorted(calibration)}")

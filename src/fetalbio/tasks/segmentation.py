@@ -1,13 +1,28 @@
-"""Segmentation task: skull mask -> robust ellipse fit -> axis endpoints as OFD/BPD."""
+"""Segmentation task: skull mask -> robust ellipse fit -> axis endpoints as OFD/BPD.
+
+Annotation convention: a sonographer mask is filled to the *outer* edge of the drawn outline,
+while the reference HC is the perimeter of the outline's centre line (see
+:mod:`fetalbio.geometry.masks`). A network trained on such masks reproduces their edge, so the
+fitted ellipse is moved inward by ``edge_offset_px`` (original pixels). With
+``postprocess.edge_offset_px: auto`` (default for ``mask_source: sonographer``) the offset is
+measured by :meth:`SegmentationTask.calibrate` on the training rows' masks against their
+reference HC, and travels in the checkpoint; a number fixes it; 0 switches it off. Masks drawn
+from the landmarks (``mask_source: landmarks``) have no such outline: ``auto`` means 0 there.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import cv2
 import numpy as np
+import pandas as pd
 import torch
 
 from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.data.transforms import Letterbox
-from fetalbio.geometry.masks import fill_holes, largest_component, mask_to_ellipse
+from fetalbio.geometry.ellipse import ellipse_endpoints
+from fetalbio.geometry.masks import estimate_edge_offset_px, fill_holes, largest_component, mask_to_ellipse, shrink_ellipse
 from fetalbio.losses import build_loss
 from fetalbio.models import build_model
 from fetalbio.tasks.base import ImagePrediction, Sample, Task
@@ -18,6 +33,8 @@ POSTPROCESS_DEFAULTS = {"threshold": 0.5, "method": "ransac", "subpixel": True}
 # only as precise as one *network-input* pixel: the ellipse fit's inlier band is set in those
 # units and converted per image (``inlier_threshold_px = inlier_band_input_px / scale``).
 DEFAULT_INLIER_BAND_INPUT_PX = 1.0
+# Training masks measured for the edge offset (its spread is ~0.06 px: 100 pin the median).
+CALIBRATION_ROWS = 100
 
 
 class SegmentationTask(Task):
@@ -32,6 +49,12 @@ class SegmentationTask(Task):
         self.mask_source = vcfg.mask_source
         post = {**POSTPROCESS_DEFAULTS, **vcfg.postprocess}
         self.inlier_band = float(post.pop("inlier_band_input_px", DEFAULT_INLIER_BAND_INPUT_PX))
+        offset = post.pop("edge_offset_px", "auto")
+        if offset != "auto" and (isinstance(offset, bool) or not isinstance(offset, (int, float)) or not np.isfinite(offset)):
+            raise ValueError(f"postprocess.edge_offset_px must be 'auto' or a number of pixels, got {offset!r}")
+        self.edge_offset_setting = offset
+        # until calibrate() / set_calibration(): a fixed number as given, 'auto' as 0
+        self.edge_offset_px = 0.0 if offset == "auto" else float(offset)
         self.post = post
         try:  # fail at construction, not after training, on a bad postprocess key
             mask_to_ellipse(np.zeros((8, 8), np.float32), **self.post)
@@ -40,6 +63,31 @@ class SegmentationTask(Task):
 
     def trainable(self, weight: float, has_mask: bool) -> bool:
         return has_mask if self.mask_source == "sonographer" else weight > 0
+
+    def calibrate(self, rows: pd.DataFrame, table_dir: Path) -> dict:
+        """``edge_offset_px``: for ``auto`` with sonographer masks, the median gap between the
+        training masks' edge and their reference HC outline (rows with a mask, a pixel size and
+        a reference HC; at most 100 of them); otherwise the configured value."""
+        n = 0
+        if self.edge_offset_setting == "auto" and self.mask_source == "sonographer":
+            usable = rows[(rows["mask_path"].fillna("") != "") & (rows["hc_mm"] > 0) & (rows["pixel_size_mm"] > 0)]
+            usable = usable.sort_values("image_name").reset_index(drop=True)
+            if len(usable) > CALIBRATION_ROWS:  # evenly spaced, deterministic
+                usable = usable.iloc[np.linspace(0, len(usable) - 1, CALIBRATION_ROWS).round().astype(int)]
+            pairs = []
+            for r in usable.itertuples(index=False):
+                m = cv2.imread(str(Path(table_dir) / r.mask_path), cv2.IMREAD_GRAYSCALE)
+                if m is None:
+                    raise ValueError(f"{Path(table_dir) / r.mask_path}: unreadable mask")
+                pairs.append((m > 127, float(r.hc_mm) / float(r.pixel_size_mm)))
+            self.edge_offset_px, n = estimate_edge_offset_px(pairs, max_items=CALIBRATION_ROWS)
+        return {"edge_offset_px": float(self.edge_offset_px), "edge_offset_n": int(n)}
+
+    def set_calibration(self, calibration: dict) -> None:
+        unknown = set(calibration) - {"edge_offset_px", "edge_offset_n"}
+        if unknown:
+            raise ValueError(f"unknown calibration keys {sorted(unknown)}")
+        self.edge_offset_px = float(calibration.get("edge_offset_px", self.edge_offset_px))
 
     def targets(self, sample: Sample, image: np.ndarray, points: np.ndarray | None, mask: np.ndarray | None) -> dict[str, np.ndarray]:
         assert mask is not None, "a segmentation task needs a mask"
@@ -60,8 +108,12 @@ class SegmentationTask(Task):
             res = mask_to_ellipse(prob, inlier_threshold_px=self.inlier_band / float(np.mean(lb.scale)), **self.post)
             unc = np.full(4, res.residual_px)
             extra = {"fit_residual_px": res.residual_px, "inlier_fraction": res.inlier_fraction}
+            if res.ok and self.edge_offset_px and res.ellipse.b <= self.edge_offset_px:
+                res = type(res)(False, "too_small", None, area_px=res.area_px, n_points=res.n_points)
             if res.ok:
-                preds.append(ImagePrediction(np.asarray(res.points, dtype=np.float64), unc, mask=mask, extra=extra))
+                e = shrink_ellipse(res.ellipse, self.edge_offset_px) if self.edge_offset_px else res.ellipse
+                extra["ellipse"] = e.as_tuple()
+                preds.append(ImagePrediction(np.asarray(ellipse_endpoints(e), dtype=np.float64), unc, mask=mask, extra=extra))
             else:
                 preds.append(ImagePrediction(np.full((4, 2), np.nan), np.full(4, np.nan), "failed", res.reason, mask=mask, extra=extra))
         return preds
