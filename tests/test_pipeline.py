@@ -70,7 +70,7 @@ TRAIN_STAGES = [f"train_landmark@{v}-{f}" for v in ("hm_unet", "coord_regression
 @pytest.mark.slow
 def test_dvc_repro_end_to_end(project: Path) -> None:
     out = _run(["dvc", "repro"], project).stdout
-    for stage in ("ingest", "clean_labels", "build_folds", *TRAIN_STAGES, "evaluate_landmark@hm_unet", "evaluate_segmentation@seg_unet", "compare"):
+    for stage in ("ingest", "clean_labels", "build_folds", *TRAIN_STAGES, "evaluate_landmark@hm_unet", "evaluate_segmentation@seg_unet", "compare", "final"):
         assert f"Running stage '{stage}'" in out, stage
     table = pd.read_csv(project / "data/ingested/table.csv")
     assert len(table) == 48
@@ -91,6 +91,16 @@ def test_dvc_repro_end_to_end(project: Path) -> None:
         assert f"| {v} |" in compare_md
     for png in ("ced", "bland_altman", "worst_cases"):
         assert (project / f"plots/compare/{png}.png").stat().st_size > 5_000
+    # the exported model measures new images, and its card carries the pipeline's numbers
+    final = yaml.safe_load((project / "metrics/final.json").read_text())
+    assert final["variant"] in ("hm_unet", "coord_regression", "seg_unet") and final["n_models"] == 1
+    card = (project / "reports/model_card.md").read_text()
+    assert f"`{final['variant']}`" in card and "Not a medical device" in card
+    imgs = sorted((project / "data/sample/images").iterdir())[:2]
+    _run(["fetalbio", "predict", "--model", "release/model.pt", "--images", str(imgs[0]), str(imgs[1]),
+          "--spacing", "data/sample/hc18_reference.csv", "--out", "preds.csv", "--no-progress"], project)
+    preds = pd.read_csv(project / "preds.csv")
+    assert list(preds["image_name"]) == [p.name for p in imgs] and preds["flag"].isin(["ok", "uncertain", "failed"]).all()
 
     again = _run(["dvc", "repro"], project).stdout
     assert "Running stage" not in again
@@ -104,7 +114,8 @@ def test_one_variant_param_invalidates_only_that_variant(project: Path) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = _run(["dvc", "status"], project).stdout
     changed = {line.strip().rstrip(":") for line in status.splitlines() if line and not line.startswith(("\t", " "))}
-    assert changed == {"train_landmark@coord_regression-0", "train_landmark@coord_regression-1"}, status
+    # `final` reads every variant's params (which variant it exports depends on the comparison)
+    assert changed == {"train_landmark@coord_regression-0", "train_landmark@coord_regression-1", "final"}, status
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import build_folds, clean_labels, compare, evaluate, ingest, params_merge, train
+from stages import bench, build_folds, clean_labels, compare, evaluate, final, ingest, params_merge, predict, train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fetal head biometry pipeline (BPD, OFD, HC).")
 app.command("ingest", help=ingest.main.__doc__)(ingest.main)
@@ -13,7 +13,11 @@ app.command("build-folds", help=build_folds.main.__doc__)(build_folds.main)
 app.command("train", help=train.main.__doc__)(train.main)
 app.command("evaluate", help=evaluate.main.__doc__)(evaluate.main)
 app.command("compare", help=compare.main.__doc__)(compare.main)
+app.command("final", help=final.main.__doc__)(final.main)
 app.command("params-merge", help=params_merge.main.__doc__)(params_merge.main)
+# user commands (not DVC stages)
+app.command("predict", help=predict.main.__doc__)(predict.main)
+app.command("bench", help=bench.main.__doc__)(bench.main)
 
 
 if __name__ == "__main__":

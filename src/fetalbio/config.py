@@ -170,6 +170,18 @@ class EvaluateConfig:
             raise ConfigError(f"evaluate.sdr_thresholds_mm must be positive numbers, got {self.sdr_thresholds_mm}")
 
 
+@dataclass(frozen=True)
+class FinalConfig:
+    """Section ``final``: the exported model (see :mod:`fetalbio.inference.export`)."""
+
+    variant: str = "auto"  # auto: best of metrics/compare.json by HC MAE vs the sonographer
+    source: Literal["refit", "folds"] = "refit"  # retrain on all rows | ensemble of the fold models
+    uncertain_quantile: float = 0.95
+
+    def __post_init__(self) -> None:
+        _check_range("final.uncertain_quantile", self.uncertain_quantile, 0.5, 1.0, hi_open=True)
+
+
 def merged_train_config(common: TrainConfig, variant: VariantConfig, section: str) -> TrainConfig:
     """The common ``train`` section with the variant's ``train`` overrides applied (validated)."""
     if not variant.train:
@@ -304,6 +316,7 @@ __all__ = [
     "LabelsConfig",
     "TrainConfig",
     "EvaluateConfig",
+    "FinalConfig",
     "VariantConfig",
     "AugmentConfig",
     "merged_train_config",

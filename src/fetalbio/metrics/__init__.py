@@ -16,6 +16,8 @@ from fetalbio.metrics.agreement import bland_altman, bland_altman_points, wilcox
 from fetalbio.metrics.biometry import (
     biometry_mm,
     diameters_px,
+    errors_by_tercile,
+    ga_weeks_hadlock,
     measurement_errors,
     ramanujan_hc,
 )
@@ -42,6 +44,8 @@ __all__ = [
     "boundary",
     "ced_curve",
     "diameters_px",
+    "errors_by_tercile",
+    "ga_weeks_hadlock",
     "dice",
     "hausdorff95",
     "iou",

@@ -36,6 +36,22 @@ def ramanujan_hc(ofd: np.ndarray | float, bpd: np.ndarray | float) -> np.ndarray
     return np.pi * s * (1.0 + 3.0 * h / (10.0 + np.sqrt(4.0 - 3.0 * h)))
 
 
+def ga_weeks_hadlock(hc_mm: np.ndarray | float) -> np.ndarray:
+    """Gestational (menstrual) age in weeks from head circumference, Hadlock et al. (1984):
+
+    ``GA = 8.96 + 0.540 HC + 0.0003 HC**3``, HC in centimetres.
+
+    Hadlock FP, Deter RL, Harrist RB, Park SK. Estimating fetal age: computer-assisted analysis
+    of multiple fetal growth parameters. Radiology 1984;152(2):497-501. The regression was fitted
+    on fetuses of 14 to 42 menstrual weeks (HC about 10 to 36 cm); outside that range the value
+    is an extrapolation. Strictly increasing in HC; NaN for a missing or non-positive HC.
+    """
+    hc_cm = np.asarray(hc_mm, dtype=np.float64) / 10.0
+    with np.errstate(invalid="ignore"):
+        ga = 8.96 + 0.540 * hc_cm + 0.0003 * hc_cm**3
+    return np.where(hc_cm > 0, ga, np.nan)
+
+
 def biometry_mm(points: np.ndarray, spacing_mm: float | np.ndarray) -> pd.DataFrame:
     """BPD, OFD and HC in millimetres for ``(N, 4, 2)`` landmarks and ``(N,)`` spacing.
 
@@ -81,3 +97,34 @@ def measurement_errors(pred_mm: np.ndarray, ref_mm: np.ndarray) -> dict[str, flo
         "n_failed": int(has_ref.sum() - ok.sum()),
         "n_missing": int((~has_ref).sum()),
     }
+
+
+def errors_by_tercile(pred_mm: np.ndarray, ref_mm: np.ndarray) -> dict:
+    """Absolute error of a measurement in the three terciles of the *reference* value.
+
+    Returns ``{"terciles": [{"hc_low_mm", "hc_high_mm", "n", "n_failed", "mae", "bias"} x 3],
+    "largest_over_smallest": mae of the top tercile / mae of the bottom one}``. Rows without a
+    reference are left out; a NaN prediction counts in ``n_failed`` and not in the MAE.
+    """
+    pred = np.asarray(pred_mm, dtype=np.float64)
+    ref = np.asarray(ref_mm, dtype=np.float64)
+    has_ref = np.isfinite(ref)
+    if has_ref.sum() < 3:
+        return {"terciles": [], "largest_over_smallest": float("nan")}
+    edges = np.quantile(ref[has_ref], [0.0, 1 / 3, 2 / 3, 1.0])
+    bins = np.clip(np.searchsorted(edges, ref, side="right") - 1, 0, 2)
+    out = []
+    for k in range(3):
+        sel = has_ref & (bins == k)
+        d = pred[sel] - ref[sel]
+        ok = np.isfinite(d)
+        out.append({
+            "hc_low_mm": float(edges[k]),
+            "hc_high_mm": float(edges[k + 1]),
+            "n": int(sel.sum()),
+            "n_failed": int((~ok).sum()),
+            "mae": float(np.mean(np.abs(d[ok]))) if ok.any() else float("nan"),
+            "bias": float(np.mean(d[ok])) if ok.any() else float("nan"),
+        })
+    lo, hi = out[0]["mae"], out[2]["mae"]
+    return {"terciles": out, "largest_over_smallest": hi / lo if lo > 0 else float("nan")}

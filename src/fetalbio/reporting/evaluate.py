@@ -33,6 +33,7 @@ from fetalbio.metrics import (
     bland_altman_points,
     ced_curve,
     dice,
+    errors_by_tercile,
     hausdorff95,
     iou,
     measurement_errors,
@@ -142,6 +143,8 @@ def per_image_table(clean: pd.DataFrame, oof: pd.DataFrame, images_root: Path, m
 def _rounded(d: Any, nd: int = 5) -> Any:
     if isinstance(d, dict):
         return {k: _rounded(v, nd) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_rounded(v, nd) for v in d]
     if isinstance(d, float):
         return round(d, nd) if np.isfinite(d) else None
     return d
@@ -170,6 +173,8 @@ def evaluate(per_image: pd.DataFrame, family: str, sdr_thresholds_mm: list[float
         "bpd": measurement_errors(pi["pred_bpd_mm"].to_numpy(), pi["ref_bpd_mm"].to_numpy()),
         "ofd": measurement_errors(pi["pred_ofd_mm"].to_numpy(), pi["ref_ofd_mm"].to_numpy()),
     }
+    # robustness to head size: HC error in the terciles of the sonographer's HC
+    by_size = errors_by_tercile(pi["pred_hc_mm"].to_numpy(), pi["ref_hc_mm"].to_numpy())
     seg = {"ellipse_dice": float(np.nanmean(pi["ellipse_dice"])) if pi["ellipse_dice"].notna().any() else np.nan}
     if family == "segmentation":
         seg.update({
@@ -194,6 +199,7 @@ def evaluate(per_image: pd.DataFrame, family: str, sdr_thresholds_mm: list[float
         "landmarks_vs_clean_labels": landmarks,
         "measurements_vs_clean_labels": vs_labels,
         "measurements_vs_sonographer": vs_sono,
+        "hc_by_reference_tercile": by_size,
         "segmentation": seg,
         "uncertainty": unc,
         "over_folds": folds,

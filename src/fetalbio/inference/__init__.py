@@ -1,0 +1,1 @@
+"""Exported models: the model file, prediction on new images, export (final stage), benchmarks."""

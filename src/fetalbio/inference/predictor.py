@@ -1,0 +1,230 @@
+"""Measure new images with an exported model: points, BPD/OFD/HC in mm, GA, a flag per image.
+
+An unreadable image is a ``failed`` row with the reason, never an exception that ends the run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from fetalbio import POINT_COLUMNS, POINT_NAMES
+from fetalbio.data.io import ImageReadError, read_gray8, write_png
+from fetalbio.data.transforms import Letterbox, normalize
+from fetalbio.geometry.ellipse import Ellipse, ellipse_from_points
+from fetalbio.inference.model_file import LoadedModel
+from fetalbio.metrics.biometry import diameters_px, ga_weeks_hadlock, ramanujan_hc
+from fetalbio.tasks.base import ImagePrediction
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+UNC_COLUMNS = [f"unc_{p}" for p in POINT_NAMES]
+PREDICT_COLUMNS = ["image_name", *POINT_COLUMNS, "bpd_mm", "ofd_mm", "hc_mm", "ga_weeks", *UNC_COLUMNS, "flag", "reason", "pixel_size_mm"]
+FLAGS = ("ok", "uncertain", "failed")
+
+
+@dataclass
+class Measured:
+    """One image's result, before it becomes a CSV row."""
+
+    name: str
+    image: np.ndarray | None  # (H, W) uint8; None when unreadable
+    prediction: ImagePrediction | None
+    pixel_size_mm: float
+    flag: str
+    reason: str
+
+
+def _average(outputs: list):
+    """Mean of the raw outputs of an ensemble (tensors, or lists of tensors)."""
+    if len(outputs) == 1:
+        return outputs[0]
+    if isinstance(outputs[0], (list, tuple)):
+        return [torch.stack(list(parts)).mean(0) for parts in zip(*outputs)]
+    return torch.stack(outputs).mean(0)
+
+
+class Predictor:
+    """Preprocess like training (letterbox + normalisation), run the network(s), decode."""
+
+    def __init__(self, model: LoadedModel, device: torch.device | str = "cpu") -> None:
+        self.model = model
+        self.device = torch.device(device)
+
+    def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, Letterbox]:
+        lb = Letterbox.fit((image.shape[1], image.shape[0]), self.model.input_size)
+        x = normalize(lb.apply(image), self.model.train_cfg.normalize)
+        return torch.from_numpy(x[None]), lb
+
+    @torch.no_grad()
+    def forward(self, batch: torch.Tensor):
+        """Raw network output(s) of a preprocessed ``(B, 1, H, W)`` batch, ensemble-averaged."""
+        x = batch.to(self.device)
+        return _average([t.model(x) for t in self.model.tasks])
+
+    def decode(self, output, letterboxes: list[Letterbox]) -> list[ImagePrediction]:
+        return self.model.tasks[0].decode(output, letterboxes)
+
+    def predict_arrays(self, images: Sequence[np.ndarray]) -> list[ImagePrediction]:
+        """Predictions in original-image pixels for ``(H, W)`` uint8 images (any sizes)."""
+        if not images:
+            return []
+        xs, lbs = zip(*(self.preprocess(im) for im in images))
+        return self.decode(self.forward(torch.stack(xs)), list(lbs))
+
+    def flag(self, p: ImagePrediction) -> tuple[str, str]:
+        if p.status != "ok":
+            return "failed", p.reason or p.status
+        thr = self.model.uncertainty_threshold_px
+        u = float(np.nanmean(p.uncertainty)) if np.isfinite(p.uncertainty).any() else math.nan
+        if thr is not None and math.isfinite(u) and u > thr:
+            return "uncertain", f"uncertainty {u:.3g} px > {thr:.3g} px"
+        return "ok", ""
+
+    def measure(
+        self,
+        paths: Sequence[Path],
+        names: Sequence[str],
+        spacing: Callable[[str], float],
+        batch_size: int = 8,
+        on_result: Callable[[Measured], None] | None = None,
+        progress: bool = False,
+    ) -> pd.DataFrame:
+        """Measure every image; one row per image in the order given (see :data:`PREDICT_COLUMNS`)."""
+        from tqdm import tqdm
+
+        rows: list[dict] = []
+        bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, mininterval=1.0)
+        for start in range(0, len(paths), batch_size):
+            chunk = list(zip(paths[start : start + batch_size], names[start : start + batch_size]))
+            loaded: list[tuple[str, np.ndarray | None, str]] = []
+            for path, name in chunk:
+                try:
+                    loaded.append((name, read_gray8(Path(path)).pixels, ""))
+                except (ImageReadError, OSError) as exc:
+                    loaded.append((name, None, f"unreadable: {exc}"))
+            good = [im for _, im, _ in loaded if im is not None]
+            preds = iter(self.predict_arrays(good))
+            for name, im, err in loaded:
+                pred = next(preds) if im is not None else None
+                flag, reason = ("failed", err) if pred is None else self.flag(pred)
+                m = Measured(name, im, pred, float(spacing(name)), flag, reason)
+                rows.append(measurement_row(m))
+                if on_result is not None:
+                    on_result(m)
+            bar.update(len(chunk))
+        bar.close()
+        return pd.DataFrame(rows, columns=PREDICT_COLUMNS)
+
+
+def measurement_row(m: Measured) -> dict:
+    pts = m.prediction.points if m.prediction is not None and m.prediction.status == "ok" else np.full((4, 2), np.nan)
+    unc = m.prediction.uncertainty if m.prediction is not None else np.full(4, np.nan)
+    ofd_px, bpd_px = (float(v[0]) for v in diameters_px(pts[None]))
+    px = m.pixel_size_mm
+    ofd_mm, bpd_mm = ofd_px * px, bpd_px * px
+    hc_mm = float(ramanujan_hc(ofd_mm, bpd_mm))
+    return {
+        "image_name": m.name,
+        **dict(zip(POINT_COLUMNS, pts.reshape(-1))),
+        "bpd_mm": bpd_mm,
+        "ofd_mm": ofd_mm,
+        "hc_mm": hc_mm,
+        "ga_weeks": float(ga_weeks_hadlock(hc_mm)),
+        **dict(zip(UNC_COLUMNS, np.asarray(unc, dtype=np.float64))),
+        "flag": m.flag,
+        "reason": m.reason,
+        "pixel_size_mm": px,
+    }
+
+
+def head_ellipse(p: ImagePrediction) -> Ellipse | None:
+    """The head ellipse of a prediction: the fitted one (segmentation), else the one the two
+    diameters span."""
+    if p.status != "ok":
+        return None
+    if "ellipse" in p.extra:
+        return Ellipse(*p.extra["ellipse"])
+    try:
+        return ellipse_from_points(p.points)
+    except ValueError:
+        return None
+
+
+def draw_overlay(image: np.ndarray, p: ImagePrediction | None, row: dict) -> np.ndarray:
+    """BGR picture: the head ellipse (yellow), OFD (red), BPD (cyan), the values in the corner."""
+    out = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    h, w = image.shape
+    th = max(1, round(min(w, h) / 300))
+    if p is not None and p.status == "ok":
+        e = head_ellipse(p)
+        if e is not None:
+            cv2.ellipse(out, ((e.cx, e.cy), (2 * e.a, 2 * e.b), math.degrees(e.theta)), (0, 255, 255), th, cv2.LINE_AA)
+        pts = np.round(p.points).astype(int)
+        for (i, j), colour in (((0, 1), (0, 0, 255)), ((2, 3), (255, 255, 0))):
+            cv2.line(out, tuple(map(int, pts[i])), tuple(map(int, pts[j])), colour, th, cv2.LINE_AA)
+            for k in (i, j):
+                cv2.circle(out, tuple(map(int, pts[k])), 2 * th + 1, colour, -1, cv2.LINE_AA)
+    lines = [f"{row['image_name']}  [{row['flag']}]"]
+    if math.isfinite(row["hc_mm"]):
+        lines.append(f"BPD {row['bpd_mm']:.1f} mm  OFD {row['ofd_mm']:.1f} mm")
+        lines.append(f"HC {row['hc_mm']:.1f} mm  GA {row['ga_weeks']:.1f} wk")
+    elif p is not None and p.status == "ok":
+        o, b = (float(v[0]) for v in diameters_px(p.points[None]))
+        lines.append(f"BPD {b:.1f} px  OFD {o:.1f} px  (no pixel size)")
+    else:
+        lines.append(f"failed: {row['reason'][:60]}")
+    scale = max(0.4, min(w, h) / 900)
+    y = 0
+    for text in lines:
+        (tw, tht), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        cv2.rectangle(out, (0, y), (tw + 8, y + tht + base + 6), (0, 0, 0), -1)
+        cv2.putText(out, text, (4, y + tht + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        y += tht + base + 6
+    return out
+
+
+def writer(masks_dir: Path | None, overlays_dir: Path | None) -> Callable[[Measured], None]:
+    """``on_result`` callback writing the mask (segmentation models) and the overlay of an image."""
+
+    def write(m: Measured) -> None:
+        stem = Path(m.name).with_suffix(".png")
+        if masks_dir is not None and m.prediction is not None and m.prediction.mask is not None:
+            write_png(masks_dir / stem, (m.prediction.mask > 0).astype(np.uint8) * 255)
+        if overlays_dir is not None and m.image is not None:
+            write_png(overlays_dir / stem, draw_overlay(m.image, m.prediction, measurement_row(m)))
+
+    return write
+
+
+def collect_images(inputs: Iterable[Path]) -> tuple[list[Path], list[str]]:
+    """Image files and their names from folders (their image files, sorted) and single files.
+
+    Names are file names; two inputs with the same name are refused (their outputs would
+    overwrite each other).
+    """
+    paths: list[Path] = []
+    for inp in inputs:
+        inp = Path(inp)
+        if inp.is_dir():
+            found = sorted(p for p in inp.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise FileNotFoundError(f"{inp}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+            paths.extend(found)
+        elif inp.exists() or inp.is_symlink():
+            paths.append(inp)
+        else:
+            raise FileNotFoundError(f"{inp}: no such file or folder")
+    names = [p.name for p in paths]
+    seen: dict[str, Path] = {}
+    for p, n in zip(paths, names):
+        if n in seen:
+            raise ValueError(f"two images are named {n!r} ({seen[n]} and {p}); outputs are keyed by file name")
+        seen[n] = p
+    return paths, names

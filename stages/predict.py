@@ -1,0 +1,90 @@
+"""Command ``predict`` (not a DVC stage): measure new images with an exported model."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from fetalbio.config import ConfigError
+from stages._common import friendly_errors
+
+app = typer.Typer(add_completion=False)
+
+
+def _spacing_lookup(spacing: Optional[Path], pixel_size: Optional[float]):
+    """image name -> mm per pixel (NaN when unknown)."""
+    if spacing is not None and pixel_size is not None:
+        raise ConfigError("give --spacing or --pixel-size, not both")
+    if pixel_size is not None:
+        if not (math.isfinite(pixel_size) and pixel_size > 0):
+            raise ConfigError(f"--pixel-size must be a positive number of mm, got {pixel_size}")
+        return lambda name: pixel_size
+    if spacing is None:
+        return lambda name: math.nan
+    from fetalbio.data.ingest import read_table_csv
+
+    df = read_table_csv(spacing)
+    if not {"image_name", "pixel_size_mm"} <= set(df.columns):
+        raise ConfigError(f"{spacing}: needs columns image_name,pixel_size_mm (has {', '.join(df.columns)})")
+    table: dict[str, float] = {}
+    for line, (name, value) in enumerate(zip(df["image_name"], df["pixel_size_mm"]), start=2):
+        try:
+            v = float(value)
+        except ValueError:
+            v = math.nan
+        if not (math.isfinite(v) and v > 0):
+            raise ConfigError(f"{spacing} line {line}, column pixel_size_mm [{name}]: not a positive number: {value!r}")
+        table[name] = v
+    return lambda name: table.get(name, math.nan)
+
+
+@app.command()
+@friendly_errors(ValueError, FileNotFoundError)
+def main(
+    model: Path = typer.Option(..., help="Model file exported by the final stage (e.g. pretrained/fetalbio-hc18.pt)."),
+    images: list[Path] = typer.Option(..., "--images", help="Image folder(s) or file(s); repeat the option, or list more files after it."),
+    more_images: Optional[list[Path]] = typer.Argument(None, help="More image files (e.g. a shell glob after --images)."),
+    out: Path = typer.Option(..., help="Output CSV."),
+    spacing: Optional[Path] = typer.Option(None, help="CSV image_name,pixel_size_mm[,...] giving mm per pixel."),
+    pixel_size: Optional[float] = typer.Option(None, help="One pixel size (mm) for every image."),
+    overlays: Optional[Path] = typer.Option(None, help="Folder for overlays: the image with both diameters, the ellipse and the values."),
+    masks: Optional[Path] = typer.Option(None, help="Folder for predicted masks (segmentation models)."),
+    batch_size: int = typer.Option(8, min=1, help="Images per forward pass."),
+    device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda."),
+    threads: int = typer.Option(0, min=0, help="CPU threads for torch (0: torch's default)."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Measure BPD, OFD, HC (mm, with a pixel size) and GA of new images; one CSV row per image.
+
+    An unreadable image becomes a `failed` row with the reason (exit code 0, with a warning).
+    """
+    import torch
+
+    from fetalbio.inference.model_file import load_model
+    from fetalbio.inference.predictor import Predictor, collect_images, writer
+    from fetalbio.reporting import write_csv
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda but CUDA is not available")
+    dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    if threads:
+        torch.set_num_threads(threads)
+    lookup = _spacing_lookup(spacing, pixel_size)
+    paths, names = collect_images([*images, *(more_images or [])])
+    loaded = load_model(model, dev)
+    if masks is not None and loaded.family != "segmentation":
+        typer.secho(f"warning: --masks ignored: {loaded.variant} is a landmark model (no mask)", fg=typer.colors.YELLOW, err=True)
+        masks = None
+    table = Predictor(loaded, dev).measure(paths, names, lookup, batch_size, writer(masks, overlays), progress=progress and sys.stderr.isatty())
+    write_csv(out, table)
+    counts = table["flag"].value_counts().to_dict()
+    for r in table[table["flag"] == "failed"].itertuples(index=False):
+        typer.secho(f"warning: {r.image_name}: failed ({r.reason})", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"predict: {len(table)} images with {loaded.variant} on {dev.type}: "
+               + ", ".join(f"{counts.get(f, 0)} {f}" for f in ("ok", "uncertain", "failed")) + f" -> {out}")
