@@ -1,15 +1,18 @@
 """Copy the reviewable outputs of a finished pipeline run into a results folder.
 
-Usage: python scripts/collect_results.py SRC_REPO DEST_DIR
+Usage: python scripts/collect_results.py SRC_REPO DEST_DIR [MODEL_DEST]
 
 SRC_REPO is a checkout where `dvc repro` ran (for example on the full dataset); DEST_DIR gets
 its metrics/, plots/compare/, the label-audit picture and report, params.yaml, dvc.lock, every
 fold's training summary and a `provenance.json` (source commit, data root, variants, summed
-training time). Nothing is computed here: every number is a stage output, copied as is.
+training time). With MODEL_DEST (e.g. pretrained/fetalbio-hc18.pt) the exported model of the
+`final` stage (release/model.pt) is copied there and its card next to it as MODEL_CARD.md.
+Nothing is computed here: every number is a stage output, copied as is.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -27,10 +30,11 @@ COPY = [
     "plots/label_audit.png",
     "reports/label_audit.csv",
     "reports/ingest_drops.csv",
+    "reports/model_card.md",
 ]
 
 
-def main(src: Path, dest: Path) -> None:
+def main(src: Path, dest: Path, model_dest: Path | None = None) -> None:
     if not (src / "dvc.lock").is_file():
         sys.exit(f"{src}: no dvc.lock (has the pipeline run there?)")
     dest.mkdir(parents=True, exist_ok=True)
@@ -59,11 +63,19 @@ def main(src: Path, dest: Path) -> None:
         "variants": variants,
         "train_seconds_all_folds": {k: round(v, 1) for k, v in seconds.items()},
     }
+    if model_dest is not None:
+        model = src / "release" / "model.pt"
+        if not model.is_file():
+            sys.exit(f"{model}: no exported model (run the final stage)")
+        model_dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(model, model_dest)
+        shutil.copy2(src / "reports" / "model_card.md", model_dest.parent / "MODEL_CARD.md")
+        provenance["model"] = {"path": str(model_dest), "sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
     (dest / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     print(f"copied {src} -> {dest}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) == 4 else None)
