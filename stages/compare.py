@@ -11,7 +11,7 @@ import typer
 from fetalbio.config import get_key, read_params
 from fetalbio.data.tables import read_clean
 from fetalbio.reporting import write_csv, write_json, write_text
-from stages._common import PARAMS_OPTION, friendly_errors
+from stages._common import PARAMS_OPTION, friendly_errors, read_variant_names
 
 app = typer.Typer(add_completion=False)
 
@@ -34,7 +34,7 @@ def main(
     from fetalbio.reporting.evaluate import read_oof
 
     raw = read_params(params)
-    names = list(get_key(raw, "landmark_variants", str(params))) + list(get_key(raw, "segmentation_variants", str(params)))
+    names = read_variant_names(raw, params)
     data_root = get_key(raw, "data.root", str(params))
     metrics = {n: json.loads((metrics_dir / f"{n}.json").read_text()) for n in names}
     per_image = {n: pd.read_csv(plots_dir / n / "per_image.csv") for n in names}

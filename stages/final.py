@@ -10,7 +10,7 @@ import typer
 from fetalbio.config import FinalConfig, TrainConfig, VariantConfig, from_dict, get_key, load_section, merged_train_config, read_params
 from fetalbio.data.tables import read_clean
 from fetalbio.reporting import write_json, write_text
-from stages._common import PARAMS_OPTION, friendly_errors, read_seed
+from stages._common import PARAMS_OPTION, friendly_errors, read_variant_names, read_seed
 
 app = typer.Typer(add_completion=False)
 
@@ -34,7 +34,7 @@ def main(
 
     raw = read_params(params)
     fcfg = load_section(params, "final", FinalConfig)
-    candidates = list(get_key(raw, "landmark_variants", str(params))) + list(get_key(raw, "segmentation_variants", str(params)))
+    candidates = read_variant_names(raw, params)
     cmp = json.loads(Path(compare).read_text(encoding="utf-8"))
     variant = choose_variant(cmp, fcfg.variant, candidates)
     vcfg = from_dict(VariantConfig, get_key(raw, f"variants.{variant}", str(params)) or {}, f"variants.{variant}")

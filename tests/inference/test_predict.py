@@ -163,3 +163,26 @@ def test_ga_is_hadlock_and_monotone_in_hc() -> None:
     assert float(ga_weeks_hadlock(175.0)) == pytest.approx(8.96 + 0.540 * 17.5 + 0.0003 * 17.5**3)
     assert float(ga_weeks_hadlock(346.0)) == pytest.approx(40.07, abs=0.01)  # Hadlock's table: 34.6 cm at 40 weeks
     assert math.isnan(float(ga_weeks_hadlock(float("nan")))) and math.isnan(float(ga_weeks_hadlock(0.0)))
+
+
+def test_flag_rules_degenerate_outside_and_uncertain(files) -> None:
+    from fetalbio.inference.predictor import MIN_DIAMETER_PX, Predictor
+    from fetalbio.tasks.base import ImagePrediction
+
+    pred = Predictor(load_model(files["landmark"]))
+    pred.model.uncertainty_threshold_px = 5.0
+    good = np.array([[100.0, 200.0], [300.0, 200.0], [200.0, 130.0], [200.0, 270.0]])
+    unc = np.full(4, 1.0)
+    assert pred.flag(ImagePrediction(good, unc), (400, 300)) == ("ok", "")
+    flag, reason = pred.flag(ImagePrediction(good, np.full(4, 6.0)), (400, 300))
+    assert flag == "uncertain" and "uncertainty" in reason
+    flag, reason = pred.flag(ImagePrediction(good, unc), (250, 300))  # OFD end beyond x = 249.5
+    assert flag == "uncertain" and "1 point(s) outside the 250x300 image" == reason
+    collapsed = good.copy()
+    collapsed[3] = collapsed[2] + [0.0, MIN_DIAMETER_PX / 2]
+    flag, reason = pred.flag(ImagePrediction(collapsed, unc), (400, 300))
+    assert flag == "failed" and reason.startswith("degenerate")
+    nan = good.copy()
+    nan[0, 0] = np.nan
+    assert pred.flag(ImagePrediction(nan, unc), (400, 300)) == ("failed", "non-finite point")
+    assert pred.flag(ImagePrediction(good, unc, status="failed", reason="poor_fit"), (400, 300)) == ("failed", "poor_fit")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,7 @@ def read_model_file(path: Path) -> dict[str, Any]:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickled objects other than plain data and tensors are refused here
-        raise ValueError(f"{path}: not a loadable fetalbio model file ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        raise ValueError(f"{path}: not a loadable fetalbio model file ({_load_failure(exc)})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise ValueError(f"{path}: not a fetalbio model file (no 'format: {FORMAT}'); training checkpoints (model.pt of a fold) are exported by the final stage")
     if raw.get("format_version") != FORMAT_VERSION:
@@ -109,6 +110,19 @@ def read_model_file(path: Path) -> dict[str, Any]:
     if missing or not isinstance(raw["state_dicts"], list) or not raw["state_dicts"]:
         raise ValueError(f"{path}: incomplete model file (missing {sorted(missing) or ['state_dicts']})")
     return raw
+
+
+def _load_failure(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line (torch's own message is
+    long, has terminal colour codes and may suggest ``weights_only=False``, which we never do)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if m:
+        return f"it pickles a Python object ({m.group(1)}), not only plain data and tensors; refused by weights_only=True"
+    if isinstance(exc, (EOFError, KeyError)) or any(k in text for k in ("WeightsUnpickler error", "invalid load key", "PytorchStreamReader")):
+        return f"not a torch.save file, or a truncated one ({type(exc).__name__})"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first[:200]}"
 
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> LoadedModel:

@@ -27,6 +27,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 UNC_COLUMNS = [f"unc_{p}" for p in POINT_NAMES]
 PREDICT_COLUMNS = ["image_name", *POINT_COLUMNS, "bpd_mm", "ofd_mm", "hc_mm", "ga_weeks", *UNC_COLUMNS, "flag", "reason", "pixel_size_mm"]
 FLAGS = ("ok", "uncertain", "failed")
+# A diameter shorter than this is no head (a collapsed prediction): the row is `failed`.
+MIN_DIAMETER_PX = 4.0
 
 
 @dataclass
@@ -78,9 +80,24 @@ class Predictor:
         xs, lbs = zip(*(self.preprocess(im) for im in images))
         return self.decode(self.forward(torch.stack(xs)), list(lbs))
 
-    def flag(self, p: ImagePrediction) -> tuple[str, str]:
+    def flag(self, p: ImagePrediction, size: tuple[int, int] | None = None) -> tuple[str, str]:
+        """``failed``: no measurement, or a degenerate one (a diameter under
+        :data:`MIN_DIAMETER_PX`); ``uncertain``: a point outside the ``size = (W, H)`` image (a
+        head cut off by the image border can do that, so it is not a failure) or a mean point
+        uncertainty above the model's threshold; ``ok`` otherwise."""
         if p.status != "ok":
             return "failed", p.reason or p.status
+        pts = np.asarray(p.points, dtype=np.float64).reshape(4, 2)
+        if not np.isfinite(pts).all():
+            return "failed", "non-finite point"
+        diam = min(float(np.linalg.norm(pts[1] - pts[0])), float(np.linalg.norm(pts[3] - pts[2])))
+        if diam < MIN_DIAMETER_PX:
+            return "failed", f"degenerate: diameter {diam:.3g} px < {MIN_DIAMETER_PX} px"
+        if size is not None:
+            w, h = size
+            outside = (pts[:, 0] < -0.5) | (pts[:, 0] > w - 0.5) | (pts[:, 1] < -0.5) | (pts[:, 1] > h - 0.5)
+            if outside.any():
+                return "uncertain", f"{int(outside.sum())} point(s) outside the {w}x{h} image"
         thr = self.model.uncertainty_threshold_px
         u = float(np.nanmean(p.uncertainty)) if np.isfinite(p.uncertainty).any() else math.nan
         if thr is not None and math.isfinite(u) and u > thr:
@@ -113,7 +130,7 @@ class Predictor:
             preds = iter(self.predict_arrays(good))
             for name, im, err in loaded:
                 pred = next(preds) if im is not None else None
-                flag, reason = ("failed", err) if pred is None else self.flag(pred)
+                flag, reason = ("failed", err) if pred is None else self.flag(pred, (im.shape[1], im.shape[0]))
                 m = Measured(name, im, pred, float(spacing(name)), flag, reason)
                 rows.append(measurement_row(m))
                 if on_result is not None:
@@ -127,7 +144,7 @@ def measurement_row(m: Measured) -> dict:
     pts = m.prediction.points if m.prediction is not None and m.prediction.status == "ok" else np.full((4, 2), np.nan)
     unc = m.prediction.uncertainty if m.prediction is not None else np.full(4, np.nan)
     ofd_px, bpd_px = (float(v[0]) for v in diameters_px(pts[None]))
-    px = m.pixel_size_mm
+    px = m.pixel_size_mm if m.flag != "failed" else math.nan  # a degenerate prediction keeps its points, not a size
     ofd_mm, bpd_mm = ofd_px * px, bpd_px * px
     hc_mm = float(ramanujan_hc(ofd_mm, bpd_mm))
     return {
@@ -140,7 +157,7 @@ def measurement_row(m: Measured) -> dict:
         **dict(zip(UNC_COLUMNS, np.asarray(unc, dtype=np.float64))),
         "flag": m.flag,
         "reason": m.reason,
-        "pixel_size_mm": px,
+        "pixel_size_mm": m.pixel_size_mm,
     }
 
 
