@@ -8,6 +8,7 @@ recorded conversion (16-bit, colour) that is not an error. The table in README.m
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 from pathlib import Path
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 from fetalbio import POINT_COLUMNS
 from fetalbio.cli import app
 from fetalbio.config import TrainConfig, VariantConfig
+from fetalbio.data.transforms import Letterbox
 from fetalbio.inference.model_file import model_payload, save_model
 from fetalbio.tasks import build_task
 
@@ -193,6 +195,10 @@ def test_image_name_with_dotdot_refused(root: Path, tmp_path: Path) -> None:
     _edit_landmarks(root, lambda lm: lm.__setitem__("image_name", lm["image_name"].replace(NAMES[0], "../../outside.png")))
     out, _ = _ingest(tmp_path, root, code=1)
     assert "landmarks.csv line 2, column image_name [../../outside.png]" in out and "escapes the data root ('..')" in out
+    _, folder = _ingest(tmp_path, root, on_error="drop", tag="drop")
+    drops = pd.read_csv(folder / "drops.csv")
+    assert drops[["line", "column", "image_name"]].values.tolist() == [[2, "image_name", "../../outside.png"]]
+    assert "escapes the data root" in drops["reason"].iloc[0]
 
 
 def test_symlink_outside_data_root_refused(root: Path, tmp_path: Path) -> None:
@@ -251,14 +257,32 @@ def test_image_smaller_than_network_input_is_letterboxed(tiny_model: Path, tmp_p
     _invoke(["predict", "--no-progress", "--model", tiny_model, "--images", small, "--out", out, "--pixel-size", "1.0"], 0)
     row = pd.read_csv(out).iloc[0]
     assert row["image_name"] == "small.png"
-    pts = np.array([row[c] for c in POINT_COLUMNS], dtype=float)
-    assert np.isfinite(pts).all()  # upsampled by the letterbox, mapped back to 40x30 pixels
+    pts = np.array([row[c] for c in POINT_COLUMNS], dtype=float).reshape(4, 2)
+    assert np.isfinite(pts).all()
+    # upsampled by the letterbox (40x30 -> 64x48 + padding) and mapped back to the image's own
+    # pixels: every point lies inside the 64x64 network frame seen in 40x30 coordinates
+    lo, hi = Letterbox.fit((40, 30), (64, 64)).to_original(np.array([[-0.5, -0.5], [63.5, 63.5]]))
+    assert ((pts >= lo - 1e-6) & (pts <= hi + 1e-6)).all(), (pts, lo, hi)
+    assert hi[0] == pytest.approx(39.5) and lo[0] == pytest.approx(-0.5)  # a small frame: not network pixels
     # an untrained network's points may collapse: then the row says so instead of reporting a head
     assert row["flag"] in ("ok", "uncertain") or str(row["reason"]).startswith("degenerate")
     assert np.isfinite(row["hc_mm"]) == (row["flag"] != "failed")
 
 
-class _NotWeights:
+MARKER = "code_ran.txt"  # what a malicious pickle would create on load without weights_only=True
+
+
+class _RunsCode:
+    """Unpickling this calls ``open(<MARKER>, "w")``: a stand-in for arbitrary code in a file."""
+
+    def __init__(self, folder: Path) -> None:
+        self.target = str(folder / MARKER)
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+class _MyOrderedDict(collections.OrderedDict):
     pass
 
 
@@ -266,8 +290,16 @@ def _plain_list(p: Path) -> None:
     torch.save([1, 2, 3], p)
 
 
-def _object(p: Path) -> None:
-    torch.save(_NotWeights(), p)
+def _bare_state_dict(p: Path) -> None:
+    torch.save({"w": torch.zeros(3)}, p)
+
+
+def _code_object(p: Path) -> None:
+    torch.save(_RunsCode(p.parent), p)
+
+
+def _ordered_dict_subclass(p: Path) -> None:
+    torch.save(_MyOrderedDict(w=torch.zeros(3)), p)
 
 
 def _random_bytes(p: Path) -> None:
@@ -280,16 +312,67 @@ def _truncated_model(p: Path) -> None:
         fh.truncate(500)
 
 
-@pytest.mark.parametrize("make,msg", [
-    (_plain_list, "not a fetalbio model file (no 'format: fetalbio-model')"),
-    (_object, "not a loadable fetalbio model file (it pickles a Python object ("),
-    (_random_bytes, "not a loadable fetalbio model file (not a torch.save file, or a truncated one"),
-    (_truncated_model, "not a loadable fetalbio model file (not a torch.save file, or a truncated one"),
-], ids=["plain_list", "pickled_object", "random_bytes", "truncated"])
-def test_model_file_that_is_not_a_state_dict_is_refused(tmp_path: Path, make, msg: str) -> None:
+NOT_MODEL = "not a fetalbio model file (no 'format: fetalbio-model')"
+NOT_LOADABLE = "not a loadable fetalbio model file (not a torch.save file, or a truncated one"
+PICKLES = "not a loadable fetalbio model file (it pickles a Python object ("
+BAD_FILES = [(_plain_list, NOT_MODEL), (_bare_state_dict, NOT_MODEL), (_code_object, PICKLES + "io.open)"),
+             (_ordered_dict_subclass, PICKLES), (_random_bytes, NOT_LOADABLE), (_truncated_model, NOT_LOADABLE)]
+BAD_IDS = ["plain_list", "bare_state_dict", "pickled_code", "ordered_dict_subclass", "random_bytes", "truncated"]
+
+
+@pytest.mark.parametrize("command", ["predict", "bench"])
+@pytest.mark.parametrize("make,msg", BAD_FILES, ids=BAD_IDS)
+def test_model_file_that_is_not_a_state_dict_is_refused(tmp_path: Path, make, msg: str, command: str) -> None:
     model = tmp_path / "bad.pt"
     make(model)
-    out = _invoke(["predict", "--no-progress", "--model", model, "--images", SAMPLE / "images" / NAMES[0], "--out", tmp_path / "p.csv"], 1)
+    one = tmp_path / "img"
+    one.mkdir()
+    shutil.copy(SAMPLE / "images" / NAMES[0], one / NAMES[0])
+    args = {"predict": ["predict", "--no-progress", "--images", one, "--out", tmp_path / "p.csv"],
+            "bench": ["bench", "--images", one, "--n-images", "1", "--no-cuda", "--out", tmp_path / "p.csv"]}[command]
+    out = _invoke([*args, "--model", model], 1)
     assert f"error: {model}: {msg}" in out
     assert "weights_only=False" not in out  # never suggests the unsafe load
     assert not (tmp_path / "p.csv").exists()
+    assert not (tmp_path / MARKER).exists()  # loaded with weights_only=True: no code in the file ran
+
+
+@pytest.fixture
+def fold_outputs(tmp_path: Path) -> dict[str, Path]:
+    """What ``fetalbio final`` with ``final.source: folds`` reads, up to the fold checkpoint."""
+    p = _params(tmp_path, lambda d: d["final"].update(variant="hm_unet", source="folds"))
+    clean = pd.read_csv(SAMPLE / "landmarks.csv").head(2)
+    clean = clean.assign(image_path="images/" + clean["image_name"], subject_id="000", weight=1.0,
+                         mask_path="", near_duplicate_of="", flags="", conversions="")
+    clean.to_csv(tmp_path / "labels.csv", index=False)
+    fold = tmp_path / "models" / "hm_unet" / "fold0"
+    fold.mkdir(parents=True)
+    oof = clean[["image_name", *POINT_COLUMNS]].assign(fold=0, status="ok", **{f"unc_{n}": 1.0 for n in ("ofd_1", "ofd_2", "bpd_1", "bpd_2")})
+    oof.to_csv(fold / "oof.csv", index=False)
+    (tmp_path / "compare.json").write_text("{}")
+    return {"params": p, "checkpoint": fold / "model.pt"}
+
+
+@pytest.mark.parametrize("make,msg", [
+    (_plain_list, "not a fetalbio checkpoint (expected a dict with 'state_dict' and 'config')"),
+    (_bare_state_dict, "not a fetalbio checkpoint (expected a dict with 'state_dict' and 'config')"),
+    (_code_object, "not a loadable fetalbio checkpoint ("),
+    (_ordered_dict_subclass, "not a loadable fetalbio checkpoint ("),
+    (_random_bytes, "not a loadable fetalbio checkpoint ("),
+], ids=BAD_IDS[:5])
+def test_fold_checkpoint_that_is_not_a_state_dict_is_refused_by_final(tmp_path: Path, fold_outputs: dict, make, msg: str) -> None:
+    ckpt = fold_outputs["checkpoint"]
+    make(ckpt)
+    out = _invoke(["final", "--params", fold_outputs["params"], "--labels", tmp_path / "labels.csv", "--images-root", tmp_path,
+                   "--models-dir", tmp_path / "models", "--compare", tmp_path / "compare.json", "--metrics-dir", tmp_path,
+                   "--out", tmp_path / "release.pt", "--card", tmp_path / "card.md", "--metrics", tmp_path / "final.json"], 1)
+    assert f"error: {ckpt}: {msg}" in out
+    assert not (tmp_path / "release.pt").exists()
+    assert not (ckpt.parent / MARKER).exists()  # engine.train.load_checkpoint uses weights_only=True
+
+
+def test_clean_table_missing_a_column_named_by_final(tmp_path: Path, fold_outputs: dict) -> None:
+    pd.read_csv(tmp_path / "labels.csv").drop(columns=["mask_path"]).to_csv(tmp_path / "labels.csv", index=False)
+    out = _invoke(["final", "--params", fold_outputs["params"], "--labels", tmp_path / "labels.csv", "--compare", tmp_path / "compare.json",
+                   "--models-dir", tmp_path / "models", "--out", tmp_path / "release.pt"], 1)
+    assert f"error: {tmp_path / 'labels.csv'}: not a cleaned label table, missing columns ['mask_path']" in out

@@ -11,11 +11,12 @@ from fetalbio import POINT_COLUMNS
 
 def read_clean(path: Path) -> pd.DataFrame:
     """Read a cleaned label table written by the ``clean_labels`` stage."""
-    df = pd.read_csv(path, dtype={"image_name": str, "subject_id": str, "mask_path": str, "near_duplicate_of": str, "flags": str, "conversions": str})
-    for c in ("mask_path", "near_duplicate_of", "flags", "conversions"):
-        df[c] = df[c].fillna("")
-    needed = ["image_name", "image_path", "subject_id", *POINT_COLUMNS, "weight"]
+    text_cols = ("mask_path", "near_duplicate_of", "flags", "conversions")
+    df = pd.read_csv(path, dtype={"image_name": str, "subject_id": str, **dict.fromkeys(text_cols, str)})
+    needed = ["image_name", "image_path", "subject_id", *POINT_COLUMNS, "weight", *text_cols]
     missing = [c for c in needed if c not in df.columns]
-    if missing:
+    if missing:  # checked before use: a missing column must not surface as a bare KeyError
         raise ValueError(f"{path}: not a cleaned label table, missing columns {missing}")
+    for c in text_cols:
+        df[c] = df[c].fillna("")
     return df

@@ -101,7 +101,7 @@ def read_model_file(path: Path) -> dict[str, Any]:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickled objects other than plain data and tensors are refused here
-        raise ValueError(f"{path}: not a loadable fetalbio model file ({_load_failure(exc)})") from None
+        raise ValueError(f"{path}: not a loadable fetalbio model file ({load_failure_reason(exc)})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise ValueError(f"{path}: not a fetalbio model file (no 'format: {FORMAT}'); training checkpoints (model.pt of a fold) are exported by the final stage")
     if raw.get("format_version") != FORMAT_VERSION:
@@ -112,7 +112,7 @@ def read_model_file(path: Path) -> dict[str, Any]:
     return raw
 
 
-def _load_failure(exc: BaseException) -> str:
+def load_failure_reason(exc: BaseException) -> str:
     """Why ``torch.load(weights_only=True)`` refused a file, in one line (torch's own message is
     long, has terminal colour codes and may suggest ``weights_only=False``, which we never do)."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
