@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import pandas as pd
 import typer
@@ -25,9 +26,10 @@ def main(
     folds: Path = typer.Option(Path("data/folds.csv"), help="Fold assignment."),
     images_root: Path = typer.Option(Path("data/ingested"), help="Folder the table's image/mask paths are relative to."),
     out_dir: Path = typer.Option(..., help="Output folder: model.pt, oof.csv, masks/, dvclive/, summary.json."),
+    resume_dir: Optional[Path] = typer.Option(None, help="Folder of the per-epoch resume file (outside models/: DVC deletes outs before a rerun); default .resume/<variant>/fold<k>."),
 ) -> None:
     """Train one variant on every fold but FOLD; predict the held-out fold."""
-    from fetalbio.engine.run import train_fold
+    from fetalbio.engine.run import default_resume_dir, train_fold
     from fetalbio.tasks import build_task
 
     if variant not in VARIANTS:
@@ -40,7 +42,8 @@ def main(
         build_task(variant, vcfg, tcfg)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{params}: variants.{variant}: {exc}") from None
-    summary = train_fold(read_clean(labels), pd.read_csv(folds, dtype={"subject_id": str}), images_root, variant, vcfg, tcfg, fold, read_seed(params), out_dir)
+    summary = train_fold(read_clean(labels), pd.read_csv(folds, dtype={"subject_id": str}), images_root, variant, vcfg, tcfg, fold, read_seed(params), out_dir,
+                         resume_dir=resume_dir if resume_dir is not None else default_resume_dir(variant, fold))
     typer.echo(
         f"train {variant} fold {fold}: best epoch {summary['best_epoch']}/{summary['epochs_run']}, "
         f"inner-val {summary['inner_val_score_kind']} {summary['best_inner_val_score']:.4g}, "

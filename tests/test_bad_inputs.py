@@ -367,6 +367,7 @@ def test_fold_checkpoint_that_is_not_a_state_dict_is_refused_by_final(tmp_path: 
                    "--models-dir", tmp_path / "models", "--compare", tmp_path / "compare.json", "--metrics-dir", tmp_path,
                    "--out", tmp_path / "release.pt", "--card", tmp_path / "card.md", "--metrics", tmp_path / "final.json"], 1)
     assert f"error: {ckpt}: {msg}" in out
+    assert "weights_only=False" not in out  # torch's advice to unpickle anyway is not passed on
     assert not (tmp_path / "release.pt").exists()
     assert not (ckpt.parent / MARKER).exists()  # engine.train.load_checkpoint uses weights_only=True
 

@@ -53,6 +53,9 @@ class BiometryDataset(Dataset):
 
     With ``train=True`` each access draws a new augmentation (keypoints and mask move with the
     image; points are re-canonicalised after a flip); otherwise images are only normalised.
+    After :meth:`set_epoch` the augmentation of item ``i`` is a function of (epoch seed, ``i``)
+    only: the same whatever the access order, the worker that loads it or what ran before (the
+    training loop relies on it to resume an interrupted run exactly).
     """
 
     def __init__(self, table: pd.DataFrame, table_dir: Path, task: Task, tcfg: TrainConfig, train: bool, seed: int = 0, with_targets: bool = True) -> None:
@@ -65,6 +68,7 @@ class BiometryDataset(Dataset):
         mask_source = getattr(task, "mask_source", None) if task.needs_mask else None
         self.samples = [load_sample(r, table_dir, size, mask_source) for _, r in self.table.iterrows()]
         self.pipeline: A.Compose | None = None
+        self.epoch_seed: int | None = None
         if train:
             self.pipeline = build_augment(tcfg.augment)
             self.pipeline.set_random_seed(seed)
@@ -72,10 +76,18 @@ class BiometryDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def set_epoch(self, epoch_seed: int | None) -> None:
+        """Draw item ``i``'s augmentation from (``epoch_seed``, ``i``); None: one running stream
+        seeded at construction. Set before a DataLoader iterator starts (workers copy the
+        dataset when they start)."""
+        self.epoch_seed = epoch_seed
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         s = self.samples[i]
         image, points, mask = s.image, s.points, s.mask
         if self.pipeline is not None:
+            if self.epoch_seed is not None:
+                self.pipeline.set_random_seed(int(np.random.SeedSequence([self.epoch_seed, i]).generate_state(1)[0]))
             image, points, mask = augment(self.pipeline, image, points, mask)
         item = {
             "image": torch.from_numpy(normalize(image, self.tcfg.normalize)[None]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from fetalbio import POINT_COLUMNS, POINT_NAMES
 from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.data.io import write_png
 from fetalbio.engine.dataset import BiometryDataset
-from fetalbio.engine.train import FitResult, fit, predict, save_checkpoint, seed_everything, select_device
+from fetalbio.engine.train import FitResult, clear_resume, fit, predict, save_checkpoint, seed_everything, select_device
 from fetalbio.metrics.landmarks import mre, radial_errors
 from fetalbio.metrics.segmentation import dice
 from fetalbio.reporting import write_csv, write_json
@@ -80,6 +81,27 @@ def table_hash(df: pd.DataFrame) -> str:
     return hashlib.sha256(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes()).hexdigest()[:16]
 
 
+def resume_key(variant: str, vcfg: VariantConfig, tcfg: TrainConfig, seed: int, fold: int, tr_rows: pd.DataFrame, va_rows: pd.DataFrame) -> str:
+    """Identity of one fold's training: a resume file is only used by the same training."""
+    cols = ["image_name", "image_sha256", *POINT_COLUMNS, "weight", "mask_path"]  # image_sha256: pixels changed under the same name
+    blob = json.dumps({
+        "variant": variant,
+        "variant_cfg": dataclasses.asdict(vcfg),
+        "train_cfg": {k: v for k, v in dataclasses.asdict(tcfg).items() if k != "progress"},
+        "seed": seed,
+        "fold": fold,
+        "train_rows": table_hash(tr_rows[[c for c in cols if c in tr_rows]]),
+        "val_rows": table_hash(va_rows[[c for c in cols if c in va_rows]]),
+    }, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def default_resume_dir(variant: str, fold: int) -> Path:
+    """Where ``fetalbio train`` keeps a fold's resume file: outside ``models/`` (DVC deletes a
+    stage's outs before it reruns it, and later stages depend on the whole ``models/``)."""
+    return Path(".resume") / variant / f"fold{fold}"
+
+
 def train_fold(
     clean: pd.DataFrame,
     folds: pd.DataFrame,
@@ -90,9 +112,11 @@ def train_fold(
     fold: int,
     seed: int,
     out_dir: Path,
+    resume_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train ``variant`` on all folds but ``fold``; write into ``out_dir``: ``model.pt``,
-    ``oof.csv`` (held-out predictions), ``masks/`` (segmentation), ``dvclive/``, ``summary.json``."""
+    ``oof.csv`` (held-out predictions), ``masks/`` (segmentation), ``dvclive/``, ``summary.json``.
+    ``resume_dir``: where :func:`fit` keeps its per-epoch resume file (None: none is written)."""
     spec = get_variant(variant)
     table = clean.merge(folds[["image_name", "fold"]], on="image_name", how="left", validate="one_to_one")
     if table["fold"].isna().any():
@@ -121,7 +145,8 @@ def train_fold(
                     live.log_metric(k, v)
             live.next_step()
 
-        result: FitResult = fit(task, train_ds, val_ds, _score_fn(task, val_ds), tcfg, seed + fold, device, log)
+        key = resume_key(variant, vcfg, tcfg, seed, fold, tr_rows, va_rows)
+        result: FitResult = fit(task, train_ds, val_ds, _score_fn(task, val_ds), tcfg, seed + fold, device, log, resume_dir=resume_dir, resume_key=key)
 
     held_ds = BiometryDataset(held, table_dir, task, tcfg, train=False, with_targets=False)
     preds = predict(task, held_ds, tcfg, device)
@@ -156,6 +181,7 @@ def train_fold(
         "n_failed_heldout": int(sum(p.status != "ok" for p in preds)),
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
+        "resumed_from_epoch": result.resumed_from_epoch,
         "best_inner_val_score": result.best_score,
         "inner_val_score_kind": "mre_px" if spec.family == "landmark" else "one_minus_dice",
         "calibration": calibration,
@@ -163,4 +189,5 @@ def train_fold(
         "train_images_per_s": round(result.train_images_per_s, 2),
     }
     write_json(out_dir / "summary.json", summary)
+    clear_resume(resume_dir)  # only now: a kill while predicting the held-out fold resumes too
     return summary

@@ -8,7 +8,9 @@ bit-identical across runs.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
+import hashlib
+import json
 import math
 import os
 import random
@@ -45,7 +47,9 @@ def select_device(tcfg: TrainConfig) -> torch.device:
     return torch.device("cuda")
 
 
-def _loader(ds: BiometryDataset, tcfg: TrainConfig, device: torch.device, shuffle: bool, seed: int) -> DataLoader:
+def _loader(ds: BiometryDataset, tcfg: TrainConfig, device: torch.device, shuffle: bool, seed: int, persistent: bool = True) -> DataLoader:
+    """``persistent=False`` for training: workers start afresh every epoch, so they see the
+    dataset's current epoch seed (:meth:`BiometryDataset.set_epoch`)."""
     g = torch.Generator()
     g.manual_seed(seed)
     cuda = device.type == "cuda"
@@ -58,7 +62,7 @@ def _loader(ds: BiometryDataset, tcfg: TrainConfig, device: torch.device, shuffl
         generator=g,
         num_workers=workers,
         pin_memory=cuda,
-        persistent_workers=workers > 0,
+        persistent_workers=persistent and workers > 0,
     )
 
 
@@ -112,6 +116,50 @@ class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     train_images_per_s: float = 0.0
+    resumed_from_epoch: int = 0  # epochs taken from a resume file (0: trained from scratch)
+
+
+RESUME_FORMAT = 1
+RESUME_FILE = "resume.pt"
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of every random draw of (0-based) ``epoch``: a function of (seed, epoch) only,
+    so an epoch replays exactly whatever ran before it (resume after a kill)."""
+    return int.from_bytes(hashlib.sha256(f"fetalbio-epoch:{seed}:{epoch}".encode()).digest()[:4], "little")
+
+
+def _cpu_state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in sd.items()}
+
+
+def _fit_key(key: str, tcfg: TrainConfig, seed: int, n_train: int, n_val: int) -> str:
+    """What a resume file must match: the caller's key plus what ``fit`` itself sees."""
+    train = {k: v for k, v in dataclasses.asdict(tcfg).items() if k != "progress"}  # a progress bar changes nothing
+    blob = json.dumps({"key": key, "train": train, "seed": seed, "n_train": n_train, "n_val": n_val}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _save_resume(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _load_resume(path: Path, key: str, say: Callable[[str], None]) -> dict[str, Any] | None:
+    """The resume state in ``path`` when it exists and belongs to this training, else None."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated / foreign file: start over (it is overwritten)
+        say(f"resume: ignoring unreadable {path} ({type(exc).__name__}: {exc}); training from scratch")
+        return None
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT or state.get("key") != key:
+        say(f"resume: ignoring {path}: it belongs to another training (config, seed, fold or data differ); training from scratch")
+        return None
+    return state
 
 
 def fit(
@@ -123,9 +171,20 @@ def fit(
     seed: int,
     device: torch.device,
     log: Callable[[int, dict[str, float]], None] | None = None,
+    resume_dir: Path | None = None,
+    resume_key: str = "",
+    say: Callable[[str], None] = print,
 ) -> FitResult:
     """Train ``task.model``; keep the weights of the epoch with the lowest ``score_fn`` on
-    ``val_ds``; stop after ``tcfg.patience`` epochs without improvement."""
+    ``val_ds``; stop after ``tcfg.patience`` epochs without improvement.
+
+    Every epoch's randomness (shuffling, augmentation, dropout) is a function of (``seed``,
+    epoch). With ``resume_dir`` the full training state is written atomically to
+    ``resume_dir/resume.pt`` after every epoch; a later call whose ``resume_key`` (the caller's
+    hash of everything that defines the training) and train config match continues after the
+    last completed epoch and ends with the same weights as an uninterrupted run (bit for bit on
+    CPU). ``log`` is called for every epoch, replayed ones included. The caller removes the file
+    with :func:`clear_resume` once everything that depends on the training is written."""
     from tqdm import tqdm
 
     seed_everything(seed)
@@ -133,17 +192,39 @@ def fit(
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    loader = _loader(train_ds, tcfg, device, shuffle=True, seed=seed)
+    loader = _loader(train_ds, tcfg, device, shuffle=True, seed=seed, persistent=False)
     steps_per_epoch = max(1, len(loader))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(tcfg.epochs * steps_per_epoch, tcfg.warmup_epochs * steps_per_epoch))
     use_scaler = device.type == "cuda" and tcfg.amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
 
-    best_state, best_score, best_epoch, stale = None, math.inf, -1, 0
+    best_state: dict[str, torch.Tensor] | None = None
+    best_score, best_epoch, stale, start, n_seen, elapsed = math.inf, -1, 0, 0, 0, 0.0
     history: list[dict[str, float]] = []
-    t0, n_seen = time.perf_counter(), 0
+    resume_path = Path(resume_dir) / RESUME_FILE if resume_dir is not None else None
+    key = _fit_key(resume_key, tcfg, seed, len(train_ds), len(val_ds))
+    state = _load_resume(resume_path, key, say) if resume_path is not None else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        best_state = state["best_state"]
+        best_score, best_epoch, stale = float(state["best_score"]), int(state["best_epoch"]), int(state["stale"])
+        history = [dict(r) for r in state["history"]]
+        start, n_seen, elapsed = int(state["epoch"]), int(state["n_seen"]), float(state["elapsed"])
+        say(f"resume: continuing from {resume_path} after epoch {start}/{tcfg.epochs}")
+        if log is not None:  # replay, so that the per-epoch log is the uninterrupted run's
+            for i, row in enumerate(history):
+                log(i, row)
+    t0 = time.perf_counter() - elapsed
     show = tcfg.progress and os.environ.get("FETALBIO_NO_PROGRESS") is None
-    for epoch in range(tcfg.epochs):
+    stopped = start > 0 and stale >= tcfg.patience
+    for epoch in range(start, tcfg.epochs if not stopped else start):
+        es = epoch_seed(seed, epoch)
+        seed_everything(es)
+        loader.generator.manual_seed(es)
+        train_ds.set_epoch(es)
         model.train()
         total, count = 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, disable=not show, mininterval=1.0)
@@ -166,19 +247,47 @@ def fit(
         score = score_fn(predict(task, val_ds, tcfg, device, measure=task.family == "landmark"))
         row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "val_score": score, "lr": opt.param_groups[0]["lr"]}
         history.append(row)
-        if log is not None:
-            log(epoch, row)
         if score < best_score:
             best_score, best_epoch, stale = score, epoch + 1, 0
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = _cpu_state(model.state_dict())
         else:
             stale += 1
-            if stale >= tcfg.patience:
-                break
+        if resume_path is not None:
+            _save_resume(resume_path, {
+                "format": RESUME_FORMAT,
+                "key": key,
+                "epoch": epoch + 1,
+                "model": _cpu_state(model.state_dict()),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict(),
+                "best_state": best_state,
+                "best_score": best_score,
+                "best_epoch": best_epoch,
+                "stale": stale,
+                "history": history,
+                "n_seen": n_seen,
+                "elapsed": time.perf_counter() - t0,
+            })
+        if log is not None:
+            log(epoch, row)
+        if stale >= tcfg.patience:
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     seconds = time.perf_counter() - t0
-    return FitResult(best_epoch, best_score, len(history), history, seconds, n_seen / max(seconds, 1e-9))
+    return FitResult(best_epoch, best_score, len(history), history, seconds, n_seen / max(seconds, 1e-9), start)
+
+
+def clear_resume(resume_dir: Path | None) -> None:
+    """Remove a finished training's resume file (and its folder, when that is left empty)."""
+    if resume_dir is None:
+        return
+    (Path(resume_dir) / RESUME_FILE).unlink(missing_ok=True)
+    try:
+        Path(resume_dir).rmdir()
+    except OSError:
+        pass
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, config: dict[str, Any]) -> None:
@@ -197,7 +306,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle payloads that are not plain weights are refused here
-        raise ValueError(f"{path}: not a loadable fetalbio checkpoint ({type(exc).__name__}: {exc})") from None
+        from fetalbio.inference.model_file import load_failure_reason
+
+        raise ValueError(f"{path}: not a loadable fetalbio checkpoint ({load_failure_reason(exc)})") from None
     if not isinstance(ckpt, dict) or not {"state_dict", "config"} <= set(ckpt) or not isinstance(ckpt["state_dict"], dict):
         raise ValueError(f"{path}: not a fetalbio checkpoint (expected a dict with 'state_dict' and 'config')")
     return ckpt
