@@ -29,9 +29,12 @@ def main(
     metrics: Path = typer.Option(Path("metrics/final.json"), help="What was exported (JSON)."),
 ) -> None:
     """Train the chosen variant on all cleaned rows (or gather its fold models) and export it."""
+    from fetalbio.engine.distributed import DistContext
     from fetalbio.inference.export import choose_variant, export_final
     from fetalbio.reporting.model_card import model_card
 
+    if DistContext.from_env().enabled:  # every rank would train and write the same files
+        raise ValueError("final runs as one process; do not launch it with torchrun (only `fetalbio train` is distributed)")
     raw = read_params(params)
     fcfg = load_section(params, "final", FinalConfig)
     candidates = read_variant_names(raw, params)

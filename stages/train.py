@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -44,6 +45,8 @@ def main(
         raise ConfigError(f"{params}: variants.{variant}: {exc}") from None
     summary = train_fold(read_clean(labels), pd.read_csv(folds, dtype={"subject_id": str}), images_root, variant, vcfg, tcfg, fold, read_seed(params), out_dir,
                          resume_dir=resume_dir if resume_dir is not None else default_resume_dir(variant, fold))
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
+        return
     typer.echo(
         f"train {variant} fold {fold}: best epoch {summary['best_epoch']}/{summary['epochs_run']}, "
         f"inner-val {summary['inner_val_score_kind']} {summary['best_inner_val_score']:.4g}, "

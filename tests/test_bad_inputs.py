@@ -377,3 +377,11 @@ def test_clean_table_missing_a_column_named_by_final(tmp_path: Path, fold_output
     out = _invoke(["final", "--params", fold_outputs["params"], "--labels", tmp_path / "labels.csv", "--compare", tmp_path / "compare.json",
                    "--models-dir", tmp_path / "models", "--out", tmp_path / "release.pt"], 1)
     assert f"error: {tmp_path / 'labels.csv'}: not a cleaned label table, missing columns ['mask_path']" in out
+
+
+def test_final_refuses_a_torchrun_launch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    out = _invoke(["final", "--params", REPO / "params.yaml", "--out", tmp_path / "release.pt"], 1)
+    assert "final runs as one process" in out and not (tmp_path / "release.pt").exists()

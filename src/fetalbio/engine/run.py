@@ -4,6 +4,9 @@ Splits: the held-out fold ``k`` is never seen during training; it only receives 
 predictions. Early stopping and best-checkpoint selection use an *inner* validation split: a
 seeded, subject-grouped share (``train.inner_val_frac``) of the training folds. So the
 out-of-fold numbers are not tuned on the rows they score.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank trains (DistributedDataParallel) and rank 0
+alone predicts the held-out fold and writes the outputs; see :mod:`fetalbio.engine.distributed`.
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.model_selection import GroupShuffleSplit
 
 from fetalbio import POINT_COLUMNS, POINT_NAMES
 from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.data.io import write_png
+from fetalbio.engine import distributed as ddp
 from fetalbio.engine.dataset import BiometryDataset
+from fetalbio.engine.distributed import DistContext
 from fetalbio.engine.train import FitResult, clear_resume, fit, predict, save_checkpoint, seed_everything, select_device
 from fetalbio.metrics.landmarks import mre, radial_errors
 from fetalbio.metrics.segmentation import dice
@@ -116,7 +122,37 @@ def train_fold(
 ) -> dict[str, Any]:
     """Train ``variant`` on all folds but ``fold``; write into ``out_dir``: ``model.pt``,
     ``oof.csv`` (held-out predictions), ``masks/`` (segmentation), ``dvclive/``, ``summary.json``.
-    ``resume_dir``: where :func:`fit` keeps its per-epoch resume file (None: none is written)."""
+    ``resume_dir``: where :func:`fit` keeps its per-epoch resume file (None: none is written).
+
+    Launched by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) this joins the process
+    group (unless the caller already did), trains with DistributedDataParallel, lets rank 0 alone
+    write every output and the resume file while the other ranks wait, and leaves the group it
+    joined. Every rank returns rank 0's summary."""
+    dctx = DistContext.from_env()
+    if not dctx.enabled:
+        return _train_fold(clean, folds, table_dir, variant, vcfg, tcfg, fold, seed, out_dir, resume_dir, dctx, None)
+    device = select_device(tcfg)
+    device, created = ddp.setup(dctx, device)
+    try:
+        return _train_fold(clean, folds, table_dir, variant, vcfg, tcfg, fold, seed, out_dir, resume_dir, dctx, device)
+    finally:
+        ddp.teardown(created)
+
+
+def _train_fold(
+    clean: pd.DataFrame,
+    folds: pd.DataFrame,
+    table_dir: Path,
+    variant: str,
+    vcfg: VariantConfig,
+    tcfg: TrainConfig,
+    fold: int,
+    seed: int,
+    out_dir: Path,
+    resume_dir: Path | None,
+    dctx: DistContext,
+    device: torch.device | None,
+) -> dict[str, Any]:
     spec = get_variant(variant)
     table = clean.merge(folds[["image_name", "fold"]], on="image_name", how="left", validate="one_to_one")
     if table["fold"].isna().any():
@@ -125,7 +161,8 @@ def train_fold(
     if fold not in set(table["fold"]):
         raise ValueError(f"fold {fold} does not exist; folds are {sorted(set(table['fold']))}")
     seed_everything(seed)
-    device = select_device(tcfg)
+    if device is None:
+        device = select_device(tcfg)
     task = build_task(variant, vcfg, tcfg)
     held = table[table["fold"] == fold].reset_index(drop=True)
     pool = table[table["fold"] != fold]
@@ -133,10 +170,15 @@ def train_fold(
     tr_rows, va_rows = inner_split(usable, tcfg.inner_val_frac, seed + fold)
     train_ds = BiometryDataset(tr_rows, table_dir, task, tcfg, train=True, seed=seed + fold)
     val_ds = BiometryDataset(va_rows, table_dir, task, tcfg, train=False)
-    calibration = task.calibrate(usable, table_dir)  # training rows only, never the held-out fold
+    # training rows only, never the held-out fold; rank 0 alone decodes and writes, so only it calibrates
+    calibration = task.calibrate(usable, table_dir) if dctx.is_main else None
 
     from dvclive import Live
 
+    key = resume_key(variant, vcfg, tcfg, seed, fold, tr_rows, va_rows)
+    if not dctx.is_main:  # only rank 0 logs, predicts and writes; the others train, then wait for its summary
+        fit(task, train_ds, val_ds, _score_fn(task, val_ds), tcfg, seed + fold, device, None, resume_dir=resume_dir, resume_key=key, dist_ctx=dctx)
+        return ddp.broadcast_object(None)
     out_dir.mkdir(parents=True, exist_ok=True)
     with Live(dir=str(out_dir / "dvclive"), save_dvc_exp=False, dvcyaml=None) as live:
         def log(epoch: int, row: dict[str, float]) -> None:
@@ -145,8 +187,7 @@ def train_fold(
                     live.log_metric(k, v)
             live.next_step()
 
-        key = resume_key(variant, vcfg, tcfg, seed, fold, tr_rows, va_rows)
-        result: FitResult = fit(task, train_ds, val_ds, _score_fn(task, val_ds), tcfg, seed + fold, device, log, resume_dir=resume_dir, resume_key=key)
+        result: FitResult = fit(task, train_ds, val_ds, _score_fn(task, val_ds), tcfg, seed + fold, device, log, resume_dir=resume_dir, resume_key=key, dist_ctx=dctx)
 
     held_ds = BiometryDataset(held, table_dir, task, tcfg, train=False, with_targets=False)
     preds = predict(task, held_ds, tcfg, device)
@@ -187,7 +228,11 @@ def train_fold(
         "calibration": calibration,
         "train_seconds": round(result.seconds, 2),
         "train_images_per_s": round(result.train_images_per_s, 2),
+        "world_size": dctx.world_size,
+        "batch_size_per_process": tcfg.batch_size,
     }
     write_json(out_dir / "summary.json", summary)
     clear_resume(resume_dir)  # only now: a kill while predicting the held-out fold resumes too
+    if dctx.enabled:
+        summary = ddp.broadcast_object(summary)  # releases the waiting ranks
     return summary

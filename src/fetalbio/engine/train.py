@@ -4,6 +4,9 @@ CPU runs are deterministic (seeded, ``torch.use_deterministic_algorithms``, sing
 loading). On CUDA the loop uses bf16 autocast (fp16 with a grad scaler where bf16 is missing),
 channels_last, pinned memory and worker processes; cuDNN kernels make GPU runs close to but not
 bit-identical across runs.
+
+Launched by ``torchrun`` (``WORLD_SIZE`` > 1) the loop trains with DistributedDataParallel:
+see :mod:`fetalbio.engine.distributed` (``fit(..., dist_ctx=...)``).
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from fetalbio.config import TrainConfig
+from fetalbio.engine import distributed as ddp
 from fetalbio.engine.dataset import BiometryDataset
+from fetalbio.engine.distributed import DistContext
 from fetalbio.tasks.base import ImagePrediction, Task
 
 CHECKPOINT_FORMAT = 1
@@ -47,18 +52,23 @@ def select_device(tcfg: TrainConfig) -> torch.device:
     return torch.device("cuda")
 
 
-def _loader(ds: BiometryDataset, tcfg: TrainConfig, device: torch.device, shuffle: bool, seed: int, persistent: bool = True) -> DataLoader:
+def _loader(ds: BiometryDataset, tcfg: TrainConfig, device: torch.device, shuffle: bool, seed: int, persistent: bool = True,
+            sampler: Sampler | None = None) -> DataLoader:
     """``persistent=False`` for training: workers start afresh every epoch, so they see the
-    dataset's current epoch seed (:meth:`BiometryDataset.set_epoch`)."""
+    dataset's current epoch seed (:meth:`BiometryDataset.set_epoch`). ``sampler`` (a
+    distributed shard, which shuffles itself): ``batch_size`` and the drop-last rule then apply
+    to this process's shard."""
     g = torch.Generator()
     g.manual_seed(seed)
     cuda = device.type == "cuda"
     workers = tcfg.num_workers if cuda else 0
+    n = len(sampler) if sampler is not None else len(ds)  # type: ignore[arg-type]
     return DataLoader(
         ds,
         batch_size=tcfg.batch_size,
-        shuffle=shuffle,
-        drop_last=shuffle and len(ds) > tcfg.batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        drop_last=shuffle and n > tcfg.batch_size,
         generator=g,
         num_workers=workers,
         pin_memory=cuda,
@@ -133,10 +143,14 @@ def _cpu_state(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in sd.items()}
 
 
-def _fit_key(key: str, tcfg: TrainConfig, seed: int, n_train: int, n_val: int) -> str:
-    """What a resume file must match: the caller's key plus what ``fit`` itself sees."""
+def _fit_key(key: str, tcfg: TrainConfig, seed: int, n_train: int, n_val: int, world_size: int = 1) -> str:
+    """What a resume file must match: the caller's key plus what ``fit`` itself sees (and the
+    number of processes of a distributed run: another one trains differently)."""
     train = {k: v for k, v in dataclasses.asdict(tcfg).items() if k != "progress"}  # a progress bar changes nothing
-    blob = json.dumps({"key": key, "train": train, "seed": seed, "n_train": n_train, "n_val": n_val}, sort_keys=True, default=str)
+    ident: dict[str, Any] = {"key": key, "train": train, "seed": seed, "n_train": n_train, "n_val": n_val}
+    if world_size > 1:  # single-process keys stay what they were
+        ident["world_size"] = world_size
+    blob = json.dumps(ident, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -174,6 +188,7 @@ def fit(
     resume_dir: Path | None = None,
     resume_key: str = "",
     say: Callable[[str], None] = print,
+    dist_ctx: DistContext | None = None,
 ) -> FitResult:
     """Train ``task.model``; keep the weights of the epoch with the lowest ``score_fn`` on
     ``val_ds``; stop after ``tcfg.patience`` epochs without improvement.
@@ -184,15 +199,34 @@ def fit(
     hash of everything that defines the training) and train config match continues after the
     last completed epoch and ends with the same weights as an uninterrupted run (bit for bit on
     CPU). ``log`` is called for every epoch, replayed ones included. The caller removes the file
-    with :func:`clear_resume` once everything that depends on the training is written."""
+    with :func:`clear_resume` once everything that depends on the training is written.
+
+    ``dist_ctx`` with ``world_size`` > 1 (the process group joined, :func:`ddp.setup`): the
+    model is wrapped in DistributedDataParallel and each rank trains on its
+    ``DistributedSampler`` shard (``tcfg.batch_size`` per rank); rank 0 scores ``val_ds`` and
+    broadcasts the score, writes the resume file, logs and says; every rank reads the resume
+    file. Every rank returns the same result and (best) weights."""
     from tqdm import tqdm
 
+    dctx = dist_ctx if dist_ctx is not None and dist_ctx.enabled else None
+    main = dctx is None or dctx.is_main
+    if not main:
+        say, log = (lambda _msg: None), None
     seed_everything(seed)
     model = task.model.to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
+    net: torch.nn.Module = model
+    sampler = None
+    if dctx is not None:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # every registered model uses all its parameters in the loss (checked per variant), so no
+        # find_unused_parameters; DDP broadcasts rank 0's initial weights and buffers
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        sampler = ddp.train_sampler(train_ds, dctx, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    loader = _loader(train_ds, tcfg, device, shuffle=True, seed=seed, persistent=False)
+    loader = _loader(train_ds, tcfg, device, shuffle=True, seed=seed, persistent=False, sampler=sampler)
     steps_per_epoch = max(1, len(loader))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(tcfg.epochs * steps_per_epoch, tcfg.warmup_epochs * steps_per_epoch))
     use_scaler = device.type == "cuda" and tcfg.amp and not torch.cuda.is_bf16_supported()
@@ -202,8 +236,12 @@ def fit(
     best_score, best_epoch, stale, start, n_seen, elapsed = math.inf, -1, 0, 0, 0, 0.0
     history: list[dict[str, float]] = []
     resume_path = Path(resume_dir) / RESUME_FILE if resume_dir is not None else None
-    key = _fit_key(resume_key, tcfg, seed, len(train_ds), len(val_ds))
+    key = _fit_key(resume_key, tcfg, seed, len(train_ds), len(val_ds), dctx.world_size if dctx else 1)
     state = _load_resume(resume_path, key, say) if resume_path is not None else None
+    if dctx is not None and resume_path is not None:  # every rank must continue from the same epoch
+        mine = float(state["epoch"]) if state is not None else -1.0
+        if ddp.all_reduce_max(mine, device) != mine or ddp.all_reduce_max(-mine, device) != -mine:
+            raise RuntimeError(f"{resume_path}: the ranks see different resume files (is --resume-dir on a disk every rank shares?)")
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -218,22 +256,27 @@ def fit(
             for i, row in enumerate(history):
                 log(i, row)
     t0 = time.perf_counter() - elapsed
-    show = tcfg.progress and os.environ.get("FETALBIO_NO_PROGRESS") is None
+    show = main and tcfg.progress and os.environ.get("FETALBIO_NO_PROGRESS") is None
     stopped = start > 0 and stale >= tcfg.patience
     for epoch in range(start, tcfg.epochs if not stopped else start):
         es = epoch_seed(seed, epoch)
-        seed_everything(es)
+        seed_everything(es if dctx is None else (es + dctx.rank) % 2**32)  # own dropout draws per rank
         loader.generator.manual_seed(es)
+        if sampler is not None:
+            sampler.set_epoch(epoch)  # shard permutation: a function of (seed, epoch)
         train_ds.set_epoch(es)
-        model.train()
-        total, count = 0.0, 0
+        net.train()
+        total, count, n_seen_before = 0.0, 0, n_seen
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, disable=not show, mininterval=1.0)
         for batch in bar:
             b = _to_device(batch, device)
             with _autocast(device, tcfg.amp):
-                out = model(b["image"])
+                out = net(b["image"])
                 loss = task.loss(out if isinstance(out, list) else out.float(), b)
-            if not torch.isfinite(loss):
+            bad = not torch.isfinite(loss)
+            if dctx is not None:  # all ranks stop together (one rank alone would leave the others hanging)
+                bad = ddp.any_rank(bad, device)
+            if bad:
                 raise FloatingPointError(f"non-finite training loss at epoch {epoch + 1}")
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -244,7 +287,13 @@ def fit(
             count += len(b["image"])
             n_seen += len(b["image"])
             bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
-        score = score_fn(predict(task, val_ds, tcfg, device, measure=task.family == "landmark"))
+        if dctx is None:
+            score = score_fn(predict(task, val_ds, tcfg, device, measure=task.family == "landmark"))
+        else:  # rank 0 scores the whole inner-val set (the plain module, no collectives); all ranks get its score
+            score = score_fn(predict(task, val_ds, tcfg, device, measure=task.family == "landmark")) if main else 0.0
+            score = ddp.broadcast_float(score, device)
+            total, count, seen = ddp.all_reduce_sum([total, float(count), float(n_seen - n_seen_before)], device)
+            n_seen = n_seen_before + int(seen)
         row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "val_score": score, "lr": opt.param_groups[0]["lr"]}
         history.append(row)
         if score < best_score:
@@ -252,7 +301,7 @@ def fit(
             best_state = _cpu_state(model.state_dict())
         else:
             stale += 1
-        if resume_path is not None:
+        if resume_path is not None and main:
             _save_resume(resume_path, {
                 "format": RESUME_FORMAT,
                 "key": key,
