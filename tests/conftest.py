@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from fetalbio.config import DataConfig, LabelsConfig
 from fetalbio.data.synthetic import make_challenge_dataset
+
+# helpers shared by the end-to-end tests (``import dvc_project``); tests run with --import-mode=importlib
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"

@@ -2,66 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-COPY = ["dvc.yaml", "params.yaml", ".dvcignore", "src", "stages", "data/sample"]
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["DVC_NO_ANALYTICS"] = "1"
-    return env
-
-
-def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"{' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def micro_params(params: dict) -> dict:
-    """The embedded configuration shrunk for CI: 2 folds, one variant per kind of network
-    (heatmap, regression, segmentation), tiny widths, 2 epochs. Same code paths."""
-    params = dict(params)
-    params["folds"] = {**params["folds"], "ids": [0, 1]}
-    params["landmark_variants"] = ["hm_unet", "coord_regression"]
-    params["segmentation_variants"] = ["seg_unet"]
-    params["train"] = {**params["train"], "epochs": 2, "input_width": 96, "input_height": 64, "progress": False}
-    v = params["variants"]
-    v["hm_unet"] = {**v["hm_unet"], "arch": {"base_width": 4, "depth": 3}}
-    v["seg_unet"] = {**v["seg_unet"], "arch": {"base_width": 4, "depth": 3}}
-    v["coord_regression"] = {**v["coord_regression"], "arch": {"base_width": 4, "hidden": 16}, "loss_cfg": {"scale": [96, 64]}}
-    return params
+from dvc_project import dvc_env as _env
+from dvc_project import make_project
+from dvc_project import run as _run
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dst = tmp_path_factory.mktemp("project")
-    for rel in COPY:
-        src = REPO / rel
-        if src.is_dir():
-            shutil.copytree(src, dst / rel, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dst / rel)
-    params = micro_params(yaml.safe_load((dst / "params.yaml").read_text()))
-    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    _run(["git", "init", "-q"], dst)
-    _run(["dvc", "init", "-q"], dst)
-    _run(["dvc", "config", "core.analytics", "false"], dst)
-    # a clone always has a commit (dvclive reads the baseline revision)
-    _run(["git", "add", "-A"], dst)
-    _run(["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost", "commit", "-qm", "copy"], dst)
-    return dst
+    return make_project(tmp_path_factory.mktemp("project"))
 
 
 TRAIN_STAGES = [f"train_landmark@{v}-{f}" for v in ("hm_unet", "coord_regression") for f in (0, 1)] + [f"train_segmentation@seg_unet-{f}" for f in (0, 1)]
