@@ -15,7 +15,8 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -108,6 +109,20 @@ def default_resume_dir(variant: str, fold: int) -> Path:
     return Path(".resume") / variant / f"fold{fold}"
 
 
+@contextmanager
+def _process_group(dctx: DistContext, tcfg: TrainConfig) -> Iterator[torch.device | None]:
+    """Join (and afterwards leave) the torchrun process group; yields the rank's device, or None
+    for a single process (the device is then chosen as usual)."""
+    if not dctx.enabled:
+        yield None
+        return
+    device, created = ddp.setup(dctx, select_device(tcfg))
+    try:
+        yield device
+    finally:
+        ddp.teardown(created)
+
+
 def train_fold(
     clean: pd.DataFrame,
     folds: pd.DataFrame,
@@ -129,110 +144,87 @@ def train_fold(
     write every output and the resume file while the other ranks wait, and leaves the group it
     joined. Every rank returns rank 0's summary."""
     dctx = DistContext.from_env()
-    if not dctx.enabled:
-        return _train_fold(clean, folds, table_dir, variant, vcfg, tcfg, fold, seed, out_dir, resume_dir, dctx, None)
-    device = select_device(tcfg)
-    device, created = ddp.setup(dctx, device)
-    try:
-        return _train_fold(clean, folds, table_dir, variant, vcfg, tcfg, fold, seed, out_dir, resume_dir, dctx, device)
-    finally:
-        ddp.teardown(created)
+    with _process_group(dctx, tcfg) as device:
+        spec = get_variant(variant)
+        table = clean.merge(folds[["image_name", "fold"]], on="image_name", how="left", validate="one_to_one")
+        if table["fold"].isna().any():
+            missing = table.loc[table["fold"].isna(), "image_name"].tolist()[:5]
+            raise ValueError(f"{len(missing)}+ cleaned rows have no fold (e.g. {missing}); rerun build_folds")
+        if fold not in set(table["fold"]):
+            raise ValueError(f"fold {fold} does not exist; folds are {sorted(set(table['fold']))}")
+        seed_everything(seed)
+        if device is None:
+            device = select_device(tcfg)
+        task = build_task(variant, vcfg, tcfg)
+        held = table[table["fold"] == fold].reset_index(drop=True)
+        pool = table[table["fold"] != fold]
+        usable = pool[[task.trainable(float(w), bool(m)) for w, m in zip(pool["weight"], pool["mask_path"].fillna("") != "")]]
+        tr_rows, va_rows = inner_split(usable, tcfg.inner_val_frac, seed + fold)
+        train_ds = BiometryDataset(tr_rows, table_dir, task, tcfg, train=True, seed=seed + fold)
+        val_ds = BiometryDataset(va_rows, table_dir, task, tcfg, train=False)
+        # training rows only, never the held-out fold; rank 0 alone decodes and writes, so only it calibrates
+        calibration = task.calibrate(usable, table_dir) if dctx.is_main else None
 
+        from dvclive import Live
 
-def _train_fold(
-    clean: pd.DataFrame,
-    folds: pd.DataFrame,
-    table_dir: Path,
-    variant: str,
-    vcfg: VariantConfig,
-    tcfg: TrainConfig,
-    fold: int,
-    seed: int,
-    out_dir: Path,
-    resume_dir: Path | None,
-    dctx: DistContext,
-    device: torch.device | None,
-) -> dict[str, Any]:
-    spec = get_variant(variant)
-    table = clean.merge(folds[["image_name", "fold"]], on="image_name", how="left", validate="one_to_one")
-    if table["fold"].isna().any():
-        missing = table.loc[table["fold"].isna(), "image_name"].tolist()[:5]
-        raise ValueError(f"{len(missing)}+ cleaned rows have no fold (e.g. {missing}); rerun build_folds")
-    if fold not in set(table["fold"]):
-        raise ValueError(f"fold {fold} does not exist; folds are {sorted(set(table['fold']))}")
-    seed_everything(seed)
-    if device is None:
-        device = select_device(tcfg)
-    task = build_task(variant, vcfg, tcfg)
-    held = table[table["fold"] == fold].reset_index(drop=True)
-    pool = table[table["fold"] != fold]
-    usable = pool[[task.trainable(float(w), bool(m)) for w, m in zip(pool["weight"], pool["mask_path"].fillna("") != "")]]
-    tr_rows, va_rows = inner_split(usable, tcfg.inner_val_frac, seed + fold)
-    train_ds = BiometryDataset(tr_rows, table_dir, task, tcfg, train=True, seed=seed + fold)
-    val_ds = BiometryDataset(va_rows, table_dir, task, tcfg, train=False)
-    # training rows only, never the held-out fold; rank 0 alone decodes and writes, so only it calibrates
-    calibration = task.calibrate(usable, table_dir) if dctx.is_main else None
+        key = resume_key(variant, vcfg, tcfg, seed, fold, tr_rows, va_rows)
+        if not dctx.is_main:  # only rank 0 logs, predicts and writes; the others train, then wait for its summary
+            fit(task, train_ds, val_ds, _score_fn(task, val_ds), tcfg, seed + fold, device, None, resume_dir=resume_dir, resume_key=key, dist_ctx=dctx)
+            return ddp.broadcast_object(None)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with Live(dir=str(out_dir / "dvclive"), save_dvc_exp=False, dvcyaml=None) as live:
+            def log(epoch: int, row: dict[str, float]) -> None:
+                for k, v in row.items():
+                    if k != "epoch":
+                        live.log_metric(k, v)
+                live.next_step()
 
-    from dvclive import Live
+            result: FitResult = fit(task, train_ds, val_ds, _score_fn(task, val_ds), tcfg, seed + fold, device, log, resume_dir=resume_dir, resume_key=key, dist_ctx=dctx)
 
-    key = resume_key(variant, vcfg, tcfg, seed, fold, tr_rows, va_rows)
-    if not dctx.is_main:  # only rank 0 logs, predicts and writes; the others train, then wait for its summary
-        fit(task, train_ds, val_ds, _score_fn(task, val_ds), tcfg, seed + fold, device, None, resume_dir=resume_dir, resume_key=key, dist_ctx=dctx)
-        return ddp.broadcast_object(None)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with Live(dir=str(out_dir / "dvclive"), save_dvc_exp=False, dvcyaml=None) as live:
-        def log(epoch: int, row: dict[str, float]) -> None:
-            for k, v in row.items():
-                if k != "epoch":
-                    live.log_metric(k, v)
-            live.next_step()
+        held_ds = BiometryDataset(held, table_dir, task, tcfg, train=False, with_targets=False)
+        preds = predict(task, held_ds, tcfg, device)
+        mask_paths = [""] * len(preds)
+        if task.family == "segmentation":
+            for i, (name, p) in enumerate(zip(held["image_name"], preds)):
+                rel = (Path("masks") / name).with_suffix(".png")
+                write_png(out_dir / rel, (p.mask > 0).astype(np.uint8) * 255)
+                mask_paths[i] = rel.as_posix()
+        write_csv(out_dir / "oof.csv", predictions_frame(held, preds, fold, mask_paths))
 
-        result: FitResult = fit(task, train_ds, val_ds, _score_fn(task, val_ds), tcfg, seed + fold, device, log, resume_dir=resume_dir, resume_key=key, dist_ctx=dctx)
-
-    held_ds = BiometryDataset(held, table_dir, task, tcfg, train=False, with_targets=False)
-    preds = predict(task, held_ds, tcfg, device)
-    mask_paths = [""] * len(preds)
-    if task.family == "segmentation":
-        for i, (name, p) in enumerate(zip(held["image_name"], preds)):
-            rel = (Path("masks") / name).with_suffix(".png")
-            write_png(out_dir / rel, (p.mask > 0).astype(np.uint8) * 255)
-            mask_paths[i] = rel.as_posix()
-    write_csv(out_dir / "oof.csv", predictions_frame(held, preds, fold, mask_paths))
-
-    config = {
-        "variant": variant,
-        "spec": dataclasses.asdict(spec),
-        "variant_cfg": dataclasses.asdict(vcfg),
-        "train_cfg": dataclasses.asdict(tcfg),
-        "fold": fold,
-        "seed": seed,
-        "best_epoch": result.best_epoch,
-        "calibration": calibration,
-        "training_data_hash": table_hash(tr_rows[["image_name", *POINT_COLUMNS, "weight"]]),
-    }
-    save_checkpoint(out_dir / "model.pt", task.model, config)
-    summary = {
-        "variant": variant,
-        "family": spec.family,
-        "fold": fold,
-        "device": device.type,
-        "n_train": len(tr_rows),
-        "n_inner_val": len(va_rows),
-        "n_heldout": len(held),
-        "n_failed_heldout": int(sum(p.status != "ok" for p in preds)),
-        "best_epoch": result.best_epoch,
-        "epochs_run": result.epochs_run,
-        "resumed_from_epoch": result.resumed_from_epoch,
-        "best_inner_val_score": result.best_score,
-        "inner_val_score_kind": "mre_px" if spec.family == "landmark" else "one_minus_dice",
-        "calibration": calibration,
-        "train_seconds": round(result.seconds, 2),
-        "train_images_per_s": round(result.train_images_per_s, 2),
-        "world_size": dctx.world_size,
-        "batch_size_per_process": tcfg.batch_size,
-    }
-    write_json(out_dir / "summary.json", summary)
-    clear_resume(resume_dir)  # only now: a kill while predicting the held-out fold resumes too
-    if dctx.enabled:
-        summary = ddp.broadcast_object(summary)  # releases the waiting ranks
-    return summary
+        config = {
+            "variant": variant,
+            "spec": dataclasses.asdict(spec),
+            "variant_cfg": dataclasses.asdict(vcfg),
+            "train_cfg": dataclasses.asdict(tcfg),
+            "fold": fold,
+            "seed": seed,
+            "best_epoch": result.best_epoch,
+            "calibration": calibration,
+            "training_data_hash": table_hash(tr_rows[["image_name", *POINT_COLUMNS, "weight"]]),
+        }
+        save_checkpoint(out_dir / "model.pt", task.model, config)
+        summary = {
+            "variant": variant,
+            "family": spec.family,
+            "fold": fold,
+            "device": device.type,
+            "n_train": len(tr_rows),
+            "n_inner_val": len(va_rows),
+            "n_heldout": len(held),
+            "n_failed_heldout": int(sum(p.status != "ok" for p in preds)),
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "resumed_from_epoch": result.resumed_from_epoch,
+            "best_inner_val_score": result.best_score,
+            "inner_val_score_kind": "mre_px" if spec.family == "landmark" else "one_minus_dice",
+            "calibration": calibration,
+            "train_seconds": round(result.seconds, 2),
+            "train_images_per_s": round(result.train_images_per_s, 2),
+            "world_size": dctx.world_size,
+            "batch_size_per_process": tcfg.batch_size,
+        }
+        write_json(out_dir / "summary.json", summary)
+        clear_resume(resume_dir)  # only now: a kill while predicting the held-out fold resumes too
+        if dctx.enabled:
+            summary = ddp.broadcast_object(summary)  # releases the waiting ranks
+        return summary
