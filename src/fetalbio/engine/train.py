@@ -30,6 +30,7 @@ from fetalbio.config import TrainConfig
 from fetalbio.engine import distributed as ddp
 from fetalbio.engine.dataset import BiometryDataset
 from fetalbio.engine.distributed import DistContext
+from fetalbio.reporting.files import write_torch
 from fetalbio.tasks.base import ImagePrediction, Task
 
 CHECKPOINT_FORMAT = 1
@@ -152,13 +153,6 @@ def _fit_key(key: str, tcfg: TrainConfig, seed: int, n_train: int, n_val: int, w
         ident["world_size"] = world_size
     blob = json.dumps(ident, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _save_resume(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
 
 
 def _load_resume(path: Path, key: str, say: Callable[[str], None]) -> dict[str, Any] | None:
@@ -302,7 +296,7 @@ def fit(
         else:
             stale += 1
         if resume_path is not None and main:
-            _save_resume(resume_path, {
+            write_torch(resume_path, {
                 "format": RESUME_FORMAT,
                 "key": key,
                 "epoch": epoch + 1,
@@ -341,11 +335,8 @@ def clear_resume(resume_dir: Path | None) -> None:
 
 def save_checkpoint(path: Path, model: torch.nn.Module, config: dict[str, Any]) -> None:
     """state_dict + the plain-data config needed to rebuild the model (atomic write)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"format": CHECKPOINT_FORMAT, "state_dict": state, "config": config}, tmp)
-    os.replace(tmp, path)
+    write_torch(path, {"format": CHECKPOINT_FORMAT, "state_dict": state, "config": config})
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

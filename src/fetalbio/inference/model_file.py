@@ -22,7 +22,6 @@ One ``torch.save`` of plain data and tensors only, so it loads with ``weights_on
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 
 from fetalbio.config import TrainConfig, VariantConfig, from_dict
+from fetalbio.reporting.files import write_torch
 from fetalbio.tasks import Task, build_task
 from fetalbio.variants import get_variant
 
@@ -86,11 +86,7 @@ def model_payload(
 
 def save_model(path: Path, payload: dict[str, Any]) -> None:
     """Write atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    write_torch(path, payload)
 
 
 def read_model_file(path: Path) -> dict[str, Any]:

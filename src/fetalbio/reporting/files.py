@@ -43,3 +43,14 @@ def write_csv(path: Path, df: pd.DataFrame, float_format: str = "%.6g") -> None:
 
 def write_text(path: Path, text: str) -> None:
     _atomic_write_text(path, text)
+
+
+def write_torch(path: Path, obj: Any) -> None:
+    """``torch.save`` of ``obj`` (plain data and tensors), atomically."""
+    import torch  # lazily: the metrics and reports side of the package does not need torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
