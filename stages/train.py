@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -30,6 +29,7 @@ def main(
     resume_dir: Optional[Path] = typer.Option(None, help="Folder of the per-epoch resume file (outside models/: DVC deletes outs before a rerun); default .resume/<variant>/fold<k>."),
 ) -> None:
     """Train one variant on every fold but FOLD; predict the held-out fold."""
+    from fetalbio.engine.distributed import DistContext
     from fetalbio.engine.run import default_resume_dir, train_fold
     from fetalbio.tasks import build_task
 
@@ -45,7 +45,7 @@ def main(
         raise ConfigError(f"{params}: variants.{variant}: {exc}") from None
     summary = train_fold(read_clean(labels), pd.read_csv(folds, dtype={"subject_id": str}), images_root, variant, vcfg, tcfg, fold, read_seed(params), out_dir,
                          resume_dir=resume_dir if resume_dir is not None else default_resume_dir(variant, fold))
-    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
+    if not DistContext.from_env().is_main:  # torchrun: rank 0 reports
         return
     typer.echo(
         f"train {variant} fold {fold}: best epoch {summary['best_epoch']}/{summary['epochs_run']}, "

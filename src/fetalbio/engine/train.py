@@ -281,10 +281,9 @@ def fit(
             count += len(b["image"])
             n_seen += len(b["image"])
             bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
-        if dctx is None:
-            score = score_fn(predict(task, val_ds, tcfg, device, measure=task.family == "landmark"))
-        else:  # rank 0 scores the whole inner-val set (the plain module, no collectives); all ranks get its score
-            score = score_fn(predict(task, val_ds, tcfg, device, measure=task.family == "landmark")) if main else 0.0
+        # rank 0 scores the whole inner-val set (the plain module, no collectives); all ranks get its score
+        score = score_fn(predict(task, val_ds, tcfg, device, measure=task.family == "landmark")) if main else 0.0
+        if dctx is not None:
             score = ddp.broadcast_float(score, device)
             total, count, seen = ddp.all_reduce_sum([total, float(count), float(n_seen - n_seen_before)], device)
             n_seen = n_seen_before + int(seen)
