@@ -72,4 +72,4 @@ def test_optimiser_steps_lower_the_loss(name: str, synth_clean, tiny_arch) -> No
         assert p.points.shape == (4, 2) and p.uncertainty.shape == (4,)
         assert p.status in ("ok", "failed")
         if task.family == "segmentation":
-            assert p.mask is not None and p.mask.shape == (140, 200)
+            assert p.full_mask() is not None and p.full_mask().shape == (140, 200)

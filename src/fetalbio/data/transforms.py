@@ -67,10 +67,19 @@ class Letterbox:
         out[self.top : self.top + self.new_size[1], self.left : self.left + self.new_size[0]] = resized
         return out
 
+    def crop(self, array: np.ndarray) -> np.ndarray:
+        """(H_in, W_in) array -> the resized image's own region (padding removed), contiguous."""
+        return np.ascontiguousarray(array[self.top : self.top + self.new_size[1], self.left : self.left + self.new_size[0]])
+
+    def crop_to_original(self) -> np.ndarray:
+        """``(2, 3)`` affine map from :meth:`crop` px to original-image px (pixel centres at
+        integers, as :meth:`to_original` and ``cv2.resize``)."""
+        sx, sy = self.scale
+        return np.array([[1.0 / sx, 0.0, 0.5 / sx - 0.5], [0.0, 1.0 / sy, 0.5 / sy - 0.5]])
+
     def unapply(self, array: np.ndarray, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
         """(H_in, W_in) float map -> (H, W) map on the original image grid (padding cropped)."""
-        crop = array[self.top : self.top + self.new_size[1], self.left : self.left + self.new_size[0]]
-        return cv2.resize(np.ascontiguousarray(crop), self.src_size, interpolation=interpolation)
+        return cv2.resize(self.crop(array), self.src_size, interpolation=interpolation)
 
     def as_dict(self) -> dict:
         return asdict(self)

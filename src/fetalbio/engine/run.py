@@ -79,7 +79,7 @@ def _score_fn(task: Task, val: BiometryDataset):
     refs = [s.letterbox.unapply(s.mask.astype(np.float32)) >= 0.5 for s in val.samples]
 
     def score(preds: list[ImagePrediction]) -> float:
-        return 1.0 - float(np.mean([dice(p.mask, r) for p, r in zip(preds, refs)]))
+        return 1.0 - float(np.mean([dice(p.full_mask(), r) for p, r in zip(preds, refs)]))
 
     return score
 
@@ -187,7 +187,7 @@ def train_fold(
         if task.family == "segmentation":
             for i, (name, p) in enumerate(zip(held["image_name"], preds)):
                 rel = (Path("masks") / name).with_suffix(".png")
-                write_png(out_dir / rel, (p.mask > 0).astype(np.uint8) * 255)
+                write_png(out_dir / rel, (p.full_mask() > 0).astype(np.uint8) * 255)
                 mask_paths[i] = rel.as_posix()
         write_csv(out_dir / "oof.csv", predictions_frame(held, preds, fold, mask_paths))
 

@@ -560,6 +560,35 @@ def _summarise(pts: np.ndarray, e: Ellipse, threshold_px: float) -> EllipseFit:
     return EllipseFit(e, resid, float(inl.mean()), len(pts), inl)
 
 
+def _consensus_of_all(pts: np.ndarray, threshold_px: float, min_share: float) -> Ellipse | None:
+    """The plain fit of all points when ``min_share`` of them lie within ``threshold_px`` of it
+    (Sampson distance), else ``None``."""
+    try:
+        e = fit_ellipse(pts)
+    except ValueError:
+        return None
+    d = _sampson_distances(pts, np.array([e.as_tuple()]))[0]
+    return e if np.mean(np.nan_to_num(d, nan=np.inf) <= threshold_px) >= min_share else None
+
+
+def _ransac_best(pts: np.ndarray, threshold_px: float, seed: int, max_trials: int) -> Ellipse:
+    """The 5-point hypothesis with the lowest MSAC cost (truncated squared Sampson distance)."""
+    rng = np.random.default_rng(seed)
+    hyps = _minimal_hypotheses(pts, rng, max_trials)
+    if len(hyps) == 0:
+        raise ValueError("RANSAC found no valid ellipse hypothesis")
+    best_cost, best = np.inf, None
+    thr2 = threshold_px * threshold_px
+    for start in range(0, len(hyps), 128):  # chunks bound memory: (128, N) arrays
+        chunk = hyps[start : start + 128]
+        d = _sampson_distances(pts, chunk)
+        cost = np.sum(np.minimum(np.nan_to_num(d * d, nan=thr2, posinf=thr2), thr2), axis=1)
+        k = int(np.argmin(cost))
+        if cost[k] < best_cost:
+            best_cost, best = float(cost[k]), chunk[k]
+    return Ellipse(*best)
+
+
 def fit_ellipse_robust(
     points: np.ndarray,
     method: Literal["ransac", "irls"] = "ransac",
@@ -572,6 +601,7 @@ def fit_ellipse_robust(
     anneal: float = 0.8,
     min_scale_px: float = 0.25,
     refine: bool = True,
+    consensus_first: float | None = 0.98,
 ) -> EllipseFit:
     """Outlier-resistant ellipse fit of ``(N, 2)`` px points (N >= 5).
 
@@ -595,6 +625,10 @@ def fit_ellipse_robust(
         ``weights="huber"``: Huber weights with ``c = 1.345 σ``, ``σ = max(1.4826 · MAD,
         min_scale_px)``; not redescending, so it only damps outliers (biased when they are
         many and one-sided).
+    ``consensus_first`` (RANSAC only): before sampling, the plain fit of all points is tried;
+        when at least this share of the points lie within ``threshold_px`` of it (Sampson
+        distance), that share is the consensus set and the 5-point sampling is skipped (a clean
+        mask boundary: the common case, ~10x faster); ``None`` always samples.
     In both cases the result reports the inliers as the points within ``threshold_px`` of the
     final ellipse, ``residual_px`` as their median absolute distance and ``inlier_fraction`` as
     their share. Deterministic for a given ``seed`` (IRLS uses no randomness).
@@ -605,20 +639,9 @@ def fit_ellipse_robust(
     if threshold_px <= 0:
         raise ValueError("threshold_px must be positive")
     if method == "ransac":
-        rng = np.random.default_rng(seed)
-        hyps = _minimal_hypotheses(pts, rng, max_trials)
-        if len(hyps) == 0:
-            raise ValueError("RANSAC found no valid ellipse hypothesis")
-        best_cost, best = np.inf, None
-        thr2 = threshold_px * threshold_px
-        for start in range(0, len(hyps), 128):  # chunks bound memory: (128, N) arrays
-            chunk = hyps[start : start + 128]
-            d = _sampson_distances(pts, chunk)
-            cost = np.sum(np.minimum(np.nan_to_num(d * d, nan=thr2, posinf=thr2), thr2), axis=1)
-            k = int(np.argmin(cost))
-            if cost[k] < best_cost:
-                best_cost, best = float(cost[k]), chunk[k]
-        e = Ellipse(*best)
+        e = _consensus_of_all(pts, threshold_px, consensus_first) if consensus_first is not None else None
+        if e is None:
+            e = _ransac_best(pts, threshold_px, seed, max_trials)
         inl = point_ellipse_distance(pts, e) <= threshold_px
         for _ in range(10):
             if inl.sum() < _MIN_POINTS:

@@ -303,6 +303,7 @@ def mask_to_ellipse(
     method: Literal["ransac", "irls", "plain"] = "ransac",
     subpixel: bool = True,
     seed: int = 0,
+    refine: bool = True,
     *,
     inlier_threshold_px: float = 1.5,
     min_inlier_fraction: float = 0.4,
@@ -324,6 +325,9 @@ def mask_to_ellipse(
             (:func:`boundary_points`; pixel-edge midpoints for binary masks); ``False`` uses the
             pixel centres of the ``cv2.findContours`` contour (biased ~0.5 px inward).
         seed: RANSAC seed (the result is deterministic for a given seed).
+        refine: end the robust fit with an orthogonal-distance least-squares fit of the
+            inliers (:func:`fit_ellipse_robust`); ``False`` keeps the direct fit of the inliers
+            (on a smooth mask boundary they agree to ~0.01 px at a fraction of the cost).
         inlier_threshold_px: distance (px) under which a boundary point is an inlier.
         min_inlier_fraction: smallest accepted share of inliers.
         min_points: fewest boundary points to attempt a fit.
@@ -372,7 +376,7 @@ def mask_to_ellipse(
             resid = float(np.median(d[inl])) if inl.any() else float("nan")
             frac = float(inl.mean())
         else:
-            fit = fit_ellipse_robust(pts, method, threshold_px=inlier_threshold_px, seed=seed)
+            fit = fit_ellipse_robust(pts, method, threshold_px=inlier_threshold_px, seed=seed, refine=refine)
             e, resid, frac = fit.ellipse, fit.residual_px, fit.inlier_fraction
     except ValueError:
         return _fail("fit_failed", area, n)

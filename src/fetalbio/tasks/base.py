@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +33,16 @@ class ImagePrediction:
     reason: str = ""
     mask: np.ndarray | None = None  # (H, W) uint8 {0,1} for segmentation variants
     extra: dict = field(default_factory=dict)
+    # Builds ``mask`` on first use (segmentation decodes at network resolution; the full-size
+    # mask is only drawn when something asks for it: scoring, writing masks).
+    mask_factory: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
+
+    def full_mask(self) -> np.ndarray | None:
+        """The ``(H, W)`` mask in original pixels (built once, then kept), or ``None``."""
+        if self.mask is None and self.mask_factory is not None:
+            self.mask = self.mask_factory()
+            self.mask_factory = None
+        return self.mask
 
 
 class Task:

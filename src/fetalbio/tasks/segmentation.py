@@ -12,6 +12,7 @@ from the landmarks (``mask_source: landmarks``) have no such outline: ``auto`` m
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -21,17 +22,15 @@ import torch
 
 from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.data.transforms import Letterbox
-from fetalbio.geometry.ellipse import ellipse_endpoints
+from fetalbio.geometry.ellipse import ellipse_endpoints, transform_ellipse
 from fetalbio.geometry.masks import estimate_edge_offset_px, fill_holes, largest_component, mask_to_ellipse, shrink_ellipse
 from fetalbio.losses import build_loss
 from fetalbio.models import build_model
 from fetalbio.tasks.base import ImagePrediction, Sample, Task
 from fetalbio.variants import VariantSpec
 
-POSTPROCESS_DEFAULTS = {"threshold": 0.5, "method": "ransac", "subpixel": True}
-# The boundary of a mask predicted at network resolution and resized to the original image is
-# only as precise as one *network-input* pixel: the ellipse fit's inlier band is set in those
-# units and converted per image (``inlier_threshold_px = inlier_band_input_px / scale``).
+POSTPROCESS_DEFAULTS = {"threshold": 0.5, "method": "ransac", "subpixel": True, "refine": False}
+# The ellipse is fitted at network resolution, so its inlier band is in network-input pixels.
 DEFAULT_INLIER_BAND_INPUT_PX = 1.0
 # Training masks measured for the edge offset (its spread is ~0.06 px: 100 pin the median).
 CALIBRATION_ROWS = 100
@@ -97,23 +96,38 @@ class SegmentationTask(Task):
         return self.loss_fn(output, batch["target"], sample_weight=None)
 
     def decode(self, output: torch.Tensor, letterboxes: list[Letterbox], measure: bool = True) -> list[ImagePrediction]:
+        """The ellipse is fitted at network resolution, to the sub-pixel ``threshold`` iso-contour
+        of the probability map, then mapped exactly to the original image (an affine map takes an
+        ellipse to an ellipse). The full-size mask is drawn only when asked for
+        (:meth:`ImagePrediction.full_mask`)."""
         probs = torch.sigmoid(output.detach().float()).cpu().numpy()[:, 0]
         preds = []
         for prob_in, lb in zip(probs, letterboxes):
-            prob = np.clip(lb.unapply(prob_in.astype(np.float32)), 0.0, 1.0)
-            mask = fill_holes(largest_component((prob >= self.post["threshold"]).astype(np.uint8)))
+            crop = np.clip(lb.crop(prob_in.astype(np.float32)), 0.0, 1.0)
+            mask_factory = partial(full_size_mask, crop, lb.src_size, float(self.post["threshold"]))
             if not measure:
-                preds.append(ImagePrediction(np.full((4, 2), np.nan), np.full(4, np.nan), "not_measured", mask=mask))
+                preds.append(ImagePrediction(np.full((4, 2), np.nan), np.full(4, np.nan), "not_measured", mask_factory=mask_factory))
                 continue
-            res = mask_to_ellipse(prob, inlier_threshold_px=self.inlier_band / float(np.mean(lb.scale)), **self.post)
-            unc = np.full(4, res.residual_px)
-            extra = {"fit_residual_px": res.residual_px, "inlier_fraction": res.inlier_fraction}
-            if res.ok and self.edge_offset_px and res.ellipse.b <= self.edge_offset_px:
-                res = type(res)(False, "too_small", None, area_px=res.area_px, n_points=res.n_points)
-            if res.ok:
-                e = shrink_ellipse(res.ellipse, self.edge_offset_px) if self.edge_offset_px else res.ellipse
+            res = mask_to_ellipse(crop, inlier_threshold_px=self.inlier_band, **self.post)
+            px_per_input_px = float(np.mean(1.0 / np.asarray(lb.scale)))
+            residual = res.residual_px * px_per_input_px
+            unc = np.full(4, residual)
+            extra = {"fit_residual_px": residual, "inlier_fraction": res.inlier_fraction}
+            e = transform_ellipse(res.ellipse, lb.crop_to_original()) if res.ok else None
+            if e is not None and self.edge_offset_px and e.b <= self.edge_offset_px:
+                res, e = type(res)(False, "too_small", None, area_px=res.area_px, n_points=res.n_points), None
+            if e is not None:
+                e = shrink_ellipse(e, self.edge_offset_px) if self.edge_offset_px else e
                 extra["ellipse"] = e.as_tuple()
-                preds.append(ImagePrediction(np.asarray(ellipse_endpoints(e), dtype=np.float64), unc, mask=mask, extra=extra))
+                preds.append(ImagePrediction(np.asarray(ellipse_endpoints(e), dtype=np.float64), unc, extra=extra, mask_factory=mask_factory))
             else:
-                preds.append(ImagePrediction(np.full((4, 2), np.nan), np.full(4, np.nan), "failed", res.reason, mask=mask, extra=extra))
+                preds.append(ImagePrediction(np.full((4, 2), np.nan), np.full(4, np.nan), "failed", res.reason, extra=extra, mask_factory=mask_factory))
         return preds
+
+
+def full_size_mask(crop: np.ndarray, size: tuple[int, int], threshold: float) -> np.ndarray:
+    """``(H, W)`` uint8 {0, 1} head mask on the original grid from a network-resolution
+    probability ``crop`` (letterbox padding removed): bilinear resize to ``size = (W, H)``,
+    threshold, largest component, holes filled."""
+    prob = cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR)
+    return fill_holes(largest_component((prob >= threshold).astype(np.uint8)))
