@@ -12,7 +12,7 @@ import torch
 
 from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.data.transforms import Letterbox
-from fetalbio.geometry import Ellipse, ellipse_to_mask, shrink_ellipse
+from fetalbio.geometry import Ellipse, ellipse_to_mask, mask_to_ellipse, shrink_ellipse
 from fetalbio.tasks import build_task
 
 TCFG = TrainConfig(input_width=64, input_height=64, device="cpu")
@@ -87,3 +87,28 @@ def test_set_calibration_refuses_unknown_keys() -> None:
     assert lm.calibrate(pd.DataFrame(), Path(".")) == {}
     with pytest.raises(ValueError, match="takes no calibration"):
         lm.set_calibration({"edge_offset_px": 1.0})
+
+
+def test_decode_at_network_resolution_matches_a_fit_at_full_resolution() -> None:
+    """The ellipse is fitted to the network-size map and mapped to the original image; a fit to
+    the same map resized to the original image (the slow path) finds the same ellipse."""
+    task = _task()
+    src = (400, 270)  # an 800 x 540 image at half size, letterboxed into 64 x 64
+    lb = Letterbox.fit(src, (64, 64))
+    e_orig = Ellipse(205.3, 131.8, 120.0, 88.0, 0.35)
+    # a soft map: the letterboxed image of the full-size mask (area averaging), as logits
+    soft = lb.apply(ellipse_to_mask(e_orig, src).astype(np.float32), cv2.INTER_AREA)
+    logits = torch.from_numpy(np.log(np.clip(soft, 1e-4, 1 - 1e-4) / np.clip(1 - soft, 1e-4, 1)).astype(np.float32))[None, None]
+    p = task.decode(logits, [lb])[0]
+    assert p.status == "ok"
+    fast = Ellipse(*p.extra["ellipse"])
+    full = mask_to_ellipse(np.clip(lb.unapply(soft), 0, 1), inlier_threshold_px=1.0 / float(np.mean(lb.scale)))
+    assert full.ok
+    for got in (fast, full.ellipse):
+        assert abs(got.a - e_orig.a) < 0.6 and abs(got.b - e_orig.b) < 0.6
+        assert abs(got.cx - e_orig.cx) < 0.6 and abs(got.cy - e_orig.cy) < 0.6
+    # the full-size mask is drawn on demand, once, on the original grid
+    assert p.mask is None
+    m = p.full_mask()
+    assert m.shape == (src[1], src[0]) and p.full_mask() is m
+    assert abs(int(m.sum()) - int(ellipse_to_mask(e_orig, src).sum())) < 0.02 * m.sum()

@@ -170,3 +170,18 @@ def test_geometric_augmentation_moves_image_and_points_together() -> None:
             assert np.abs(_centroid(blob) - q).max() <= 0.5
             checked += 1
     assert checked >= 20
+
+
+@pytest.mark.parametrize(("src", "dst"), [((800, 540), (192, 128)), ((540, 800), (128, 96)), ((301, 217), (64, 64))])
+def test_letterbox_crop_and_its_map_to_the_original(src: tuple[int, int], dst: tuple[int, int]) -> None:
+    lb = Letterbox.fit(src, dst)
+    arr = np.arange(dst[0] * dst[1], dtype=np.float32).reshape(dst[1], dst[0])
+    crop = lb.crop(arr)
+    assert crop.shape == (lb.new_size[1], lb.new_size[0]) and crop.flags["C_CONTIGUOUS"]
+    assert crop[0, 0] == arr[lb.top, lb.left]
+    # a crop pixel (x, y) is the input pixel (x + left, y + top): the affine map agrees with to_original
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(0, min(lb.new_size), size=(20, 2))
+    m = lb.crop_to_original()
+    via_matrix = pts @ m[:, :2].T + m[:, 2]
+    np.testing.assert_allclose(via_matrix, lb.to_original(pts + [lb.left, lb.top]), atol=1e-9)

@@ -261,6 +261,25 @@ def test_fit_ellipse_robust_deterministic_with_seed():
     assert g1.ellipse == g2.ellipse
 
 
+def test_ransac_takes_the_consensus_of_all_points_only_when_it_is_one():
+    rng = np.random.default_rng(5)
+    clean = sample(E, 400) + rng.normal(0, 0.2, (400, 2))
+    fast = fit_ellipse_robust(clean, "ransac", threshold_px=1.0)
+    sampled = fit_ellipse_robust(clean, "ransac", threshold_px=1.0, consensus_first=None)
+    assert_close(fast.ellipse, E, 0.1, 0.1)
+    assert_close(fast.ellipse, sampled.ellipse, 0.02, 0.02)
+    assert fast.inlier_fraction > 0.98
+    # with a third of the points off the curve the all-points fit is no consensus: sampling
+    # runs and still finds the arc (the all-points fit alone is > 5 px off, see above)
+    dirty = fit_ellipse_robust(contaminated_points(), "ransac", seed=3)
+    assert_close(dirty.ellipse, E, 0.2, 0.2)
+    # a 2 % spur is within the accepted share: it is left out of the inliers, not fitted
+    spur = np.vstack([clean, np.stack([np.full(8, E.cx + E.a * math.cos(E.theta) + 12.0), np.linspace(E.cy, E.cy + 4, 8)], 1)])
+    withspur = fit_ellipse_robust(spur, "ransac", threshold_px=1.0)
+    assert_close(withspur.ellipse, E, 0.1, 0.1)
+    assert not withspur.inliers[-8:].any()
+
+
 def test_fit_ellipse_robust_errors():
     with pytest.raises(ValueError):
         fit_ellipse_robust(sample(E, 4))
