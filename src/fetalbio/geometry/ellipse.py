@@ -628,7 +628,8 @@ def fit_ellipse_robust(
     ``consensus_first`` (RANSAC only): before sampling, the plain fit of all points is tried;
         when at least this share of the points lie within ``threshold_px`` of it (Sampson
         distance), that share is the consensus set and the 5-point sampling is skipped (a clean
-        mask boundary: the common case, ~10x faster); ``None`` always samples.
+        mask boundary, the common case, costs one plain fit instead of ``max_trials``
+        hypotheses); ``None`` always samples.
     In both cases the result reports the inliers as the points within ``threshold_px`` of the
     final ellipse, ``residual_px`` as their median absolute distance and ``inlier_fraction`` as
     their share. Deterministic for a given ``seed`` (IRLS uses no randomness).

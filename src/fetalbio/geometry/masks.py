@@ -326,8 +326,9 @@ def mask_to_ellipse(
             pixel centres of the ``cv2.findContours`` contour (biased ~0.5 px inward).
         seed: RANSAC seed (the result is deterministic for a given seed).
         refine: end the robust fit with an orthogonal-distance least-squares fit of the
-            inliers (:func:`fit_ellipse_robust`); ``False`` keeps the direct fit of the inliers
-            (on a smooth mask boundary they agree to ~0.01 px at a fraction of the cost).
+            inliers (:func:`fit_ellipse_robust`); ``False`` keeps the direct fit of the inliers,
+            at a fraction of the cost (on the HC18 reference masks both reproduce the reference
+            HC within 0.04 mm on average).
         inlier_threshold_px: distance (px) under which a boundary point is an inlier.
         min_inlier_fraction: smallest accepted share of inliers.
         min_points: fewest boundary points to attempt a fit.
