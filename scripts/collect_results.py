@@ -41,7 +41,9 @@ def main(src: Path, dest: Path, model_dest: Path | None = None) -> None:
     for rel in COPY:
         s, d = src / rel, dest / rel
         if s.is_dir():
-            shutil.copytree(s, d, dirs_exist_ok=True)
+            # metrics/bench.json is written by `fetalbio bench` (a command, not a stage): the
+            # checkout's copy is not an output of this run
+            shutil.copytree(s, d, dirs_exist_ok=True, ignore=shutil.ignore_patterns("bench.json"))
         elif s.is_file():
             d.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(s, d)
