@@ -212,8 +212,9 @@ def writer(masks_dir: Path | None, overlays_dir: Path | None) -> Callable[[Measu
 
     def write(m: Measured) -> None:
         stem = Path(m.name).with_suffix(".png")
-        if masks_dir is not None and m.prediction is not None and m.prediction.full_mask() is not None:
-            write_png(masks_dir / stem, (m.prediction.full_mask() > 0).astype(np.uint8) * 255)
+        mask = m.prediction.full_mask() if masks_dir is not None and m.prediction is not None else None
+        if mask is not None:
+            write_png(masks_dir / stem, (mask > 0).astype(np.uint8) * 255)
         if overlays_dir is not None and m.image is not None:
             write_png(overlays_dir / stem, draw_overlay(m.image, m.prediction, measurement_row(m)))
 

@@ -103,8 +103,9 @@ class SegmentationTask(Task):
         probs = torch.sigmoid(output.detach().float()).cpu().numpy()[:, 0]
         preds = []
         for prob_in, lb in zip(probs, letterboxes):
-            crop = np.clip(lb.crop(prob_in.astype(np.float32)), 0.0, 1.0)
-            mask_factory = partial(full_size_mask, crop, lb.src_size, float(self.post["threshold"]))
+            prob_in = np.clip(prob_in.astype(np.float32), 0.0, 1.0)
+            crop = lb.crop(prob_in)
+            mask_factory = partial(full_size_mask, prob_in, lb, float(self.post["threshold"]))
             if not measure:
                 preds.append(ImagePrediction(np.full((4, 2), np.nan), np.full(4, np.nan), "not_measured", mask_factory=mask_factory))
                 continue
@@ -114,20 +115,19 @@ class SegmentationTask(Task):
             unc = np.full(4, residual)
             extra = {"fit_residual_px": residual, "inlier_fraction": res.inlier_fraction}
             e = transform_ellipse(res.ellipse, lb.crop_to_original()) if res.ok else None
+            reason = res.reason
             if e is not None and self.edge_offset_px and e.b <= self.edge_offset_px:
-                res, e = type(res)(False, "too_small", None, area_px=res.area_px, n_points=res.n_points), None
+                e, reason = None, "too_small"
             if e is not None:
                 e = shrink_ellipse(e, self.edge_offset_px) if self.edge_offset_px else e
                 extra["ellipse"] = e.as_tuple()
                 preds.append(ImagePrediction(np.asarray(ellipse_endpoints(e), dtype=np.float64), unc, extra=extra, mask_factory=mask_factory))
             else:
-                preds.append(ImagePrediction(np.full((4, 2), np.nan), np.full(4, np.nan), "failed", res.reason, extra=extra, mask_factory=mask_factory))
+                preds.append(ImagePrediction(np.full((4, 2), np.nan), np.full(4, np.nan), "failed", reason, extra=extra, mask_factory=mask_factory))
         return preds
 
 
-def full_size_mask(crop: np.ndarray, size: tuple[int, int], threshold: float) -> np.ndarray:
-    """``(H, W)`` uint8 {0, 1} head mask on the original grid from a network-resolution
-    probability ``crop`` (letterbox padding removed): bilinear resize to ``size = (W, H)``,
-    threshold, largest component, holes filled."""
-    prob = cv2.resize(crop, size, interpolation=cv2.INTER_LINEAR)
-    return fill_holes(largest_component((prob >= threshold).astype(np.uint8)))
+def full_size_mask(prob_in: np.ndarray, lb: Letterbox, threshold: float) -> np.ndarray:
+    """``(H, W)`` uint8 {0, 1} head mask on the original grid from a network-input probability
+    map: :meth:`Letterbox.unapply` (bilinear), threshold, largest component, holes filled."""
+    return fill_holes(largest_component((lb.unapply(prob_in) >= threshold).astype(np.uint8)))
