@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
+from fetalbio.geometry import ellipse as ellipse_mod
 
 from fetalbio.geometry import (
     Ellipse,
@@ -212,6 +213,56 @@ def test_point_ellipse_distance_matches_dense_sampling():
     far = d > 1.0
     assert np.all((s[far] < 0) == inside[far].astype(bool))
     assert point_ellipse_distance(np.array([[E.cx, E.cy]]), E)[0] == pytest.approx(85.0)
+
+
+@pytest.mark.parametrize("a, b", [(60.0, 45.0), (80.0, 20.0), (50.0, 49.9), (300.0, 200.0)])
+def test_newton_foot_points_equal_bisection(a, b):
+    """The safeguarded Newton solve of the foot-point equation lands on the root that Eberly's
+    bisection finds (to round-off), near the curve, far from it, inside and near the centre."""
+    rng = np.random.default_rng(1)
+    t = rng.uniform(0.0, 2.0 * np.pi, 2000)
+    r = np.concatenate([1.0 + rng.normal(0.0, 0.02, 1000), rng.uniform(0.0, 3.0, 1000)])
+    u, v = a * np.cos(t) * r, b * np.sin(t) * r
+    y0, y1 = np.abs(u), np.abs(v)
+    z0, z1 = y0 / a, y1 / b
+    g = z0 * z0 + z1 * z1 - 1.0
+    r0 = (a / b) ** 2
+    n0 = r0 * z0
+    lo = z1 - 1.0
+    hi = np.where(g < 0, 0.0, np.hypot(n0, z1) - 1.0)
+    s_newton = ellipse_mod._foot_root(n0, z1, r0, lo.copy(), hi.copy(), g)
+    s_bisect = ellipse_mod._foot_root_bisect(n0, z1, r0, lo.copy(), hi.copy())
+    foot = lambda s: np.hypot(r0 * y0 / (s + r0) - y0, y1 / (s + 1.0) - y1)  # noqa: E731
+    np.testing.assert_allclose(foot(s_newton), foot(s_bisect), rtol=0, atol=1e-9 * a)
+
+
+def test_sampson_distances_equal_the_ellipse_frame_formula():
+    rng = np.random.default_rng(2)
+    pts = rng.uniform(0.0, 400.0, size=(300, 2))
+    params = np.array([[200.0, 150.0, 90.0, 60.0, 0.3], [180.0, 170.0, 40.0, 39.0, 2.0], [100.0, 50.0, 300.0, 20.0, 1.2]])
+    got = ellipse_mod._sampson_distances(pts, params)
+    for k, (cx, cy, a, b, th) in enumerate(params):
+        c, s = math.cos(th), math.sin(th)
+        u = c * (pts[:, 0] - cx) + s * (pts[:, 1] - cy)
+        v = -s * (pts[:, 0] - cx) + c * (pts[:, 1] - cy)
+        q = (u / a) ** 2 + (v / b) ** 2 - 1.0
+        grad = 2.0 * np.hypot(u / a**2, v / b**2)
+        np.testing.assert_allclose(got[k], np.abs(q) / grad, rtol=1e-9, atol=1e-9)
+
+
+def test_null_vectors_are_the_conics_through_five_points():
+    rng = np.random.default_rng(3)
+    p = rng.normal(size=(50, 5, 2))
+    x, y = p[..., 0], p[..., 1]
+    rows = np.stack([x * x, x * y, y * y, x, y, np.ones_like(x)], axis=2)
+    null = ellipse_mod._null_vectors(rows)
+    np.testing.assert_allclose(np.linalg.norm(null, axis=1), 1.0)
+    assert np.abs(np.einsum("kij,kj->ki", rows, null)).max() < 1e-9
+    svd = np.linalg.svd(rows)[2][:, -1, :]
+    np.testing.assert_allclose(np.abs(np.sum(svd * null, axis=1)), 1.0, atol=1e-9)
+    repeated = rows.copy()
+    repeated[:, 1] = repeated[:, 0]  # a repeated point: no unique conic
+    assert np.all(ellipse_mod._null_vectors(repeated) == 0.0)
 
 
 # -- fitting --------------------------------------------------------------------------------
