@@ -12,7 +12,8 @@ import pytest
 
 from fetalbio import POINT_COLUMNS, POINT_NAMES
 from fetalbio.geometry.ellipse import ellipse_from_points, ellipse_to_mask
-from fetalbio.reporting.evaluate import evaluate, per_image_table, read_oof
+from fetalbio.geometry.ellipse import Ellipse
+from fetalbio.reporting.evaluate import _mask_axes_px, errors_by_tilt, evaluate, per_image_table, read_oof
 
 UNC_COLUMNS = [f"unc_{p}" for p in POINT_NAMES]
 OOF_COLUMNS = ["image_name", "fold", *POINT_COLUMNS, *UNC_COLUMNS, "status", "reason", "mask_path", "fit_residual_px"]
@@ -165,3 +166,24 @@ def test_read_oof_concatenates_folds(tmp_path: Path) -> None:
         read_oof(model)
     with pytest.raises(FileNotFoundError):
         read_oof(tmp_path / "empty")
+
+
+@pytest.mark.parametrize(("theta_deg", "tilt_deg"), [(0.0, 0.0), (20.0, 20.0), (90.0, 90.0), (135.0, 45.0), (170.0, 10.0)])
+def test_mask_axes_report_the_head_tilt(theta_deg: float, tilt_deg: float) -> None:
+    e = Ellipse(200.0, 160.0, 90.0, 60.0, math.radians(theta_deg))
+    major, minor, tilt = _mask_axes_px(ellipse_to_mask(e, (400, 320)))
+    assert major == pytest.approx(180.0, abs=2.0) and minor == pytest.approx(120.0, abs=2.0)
+    assert tilt == pytest.approx(tilt_deg, abs=1.0)
+    assert all(math.isnan(v) for v in _mask_axes_px(np.zeros((20, 20), np.uint8)))
+
+
+def test_errors_by_tilt_by_hand() -> None:
+    pred = np.array([101.0, 99.0, 150.0, np.nan, 203.0, 300.0, 90.0])
+    ref = np.array([100.0, 100.0, 150.0, 100.0, 200.0, np.nan, 100.0])
+    tilt = np.array([0.0, 29.9, 30.0, 45.0, 90.0, 10.0, np.nan])  # last two: no reference / no tilt
+    bins = errors_by_tilt(pred, ref, tilt)
+    assert [(b["tilt_low_deg"], b["tilt_high_deg"], b["n"], b["n_failed"]) for b in bins] == [(0, 30, 2, 0), (30, 60, 2, 1), (60, 90, 1, 0)]
+    assert bins[0]["mae"] == pytest.approx(1.0) and bins[0]["bias"] == pytest.approx(0.0)
+    assert bins[1]["mae"] == pytest.approx(0.0)
+    assert bins[2]["mae"] == pytest.approx(3.0) and bins[2]["bias"] == pytest.approx(3.0)
+    assert all(math.isnan(b["mae"]) and b["n"] == 0 for b in errors_by_tilt(pred[:0], ref[:0], tilt[:0]))

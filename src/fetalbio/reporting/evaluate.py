@@ -76,17 +76,46 @@ def read_oof(model_dir: Path) -> pd.DataFrame:
     return oof
 
 
-def _mask_axes_px(mask01: np.ndarray, hc_px: float = float("nan")) -> tuple[float, float]:
-    """(major, minor) full axes (px) of the ellipse fitted to a mask's outer contour; with a
-    finite reference perimeter ``hc_px``, both semi-axes moved by the same amount so that the
-    ellipse's perimeter is ``hc_px`` (the reference's own BPD/OFD)."""
+def _mask_axes_px(mask01: np.ndarray, hc_px: float = float("nan")) -> tuple[float, float, float]:
+    """(major, minor) full axes (px) of the ellipse fitted to a mask's outer contour, and the
+    tilt of its major axis from the image horizontal in degrees (0-90); with a finite reference
+    perimeter ``hc_px``, both semi-axes moved by the same amount so that the ellipse's perimeter
+    is ``hc_px`` (the reference's own BPD/OFD)."""
     contours, _ = cv2.findContours(mask01.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     if not contours:
-        return np.nan, np.nan
+        return np.nan, np.nan, np.nan
     c = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
     e = fit_ellipse(c)
     d = perimeter_offset_px(Ellipse(0.0, 0.0, e.a, e.b, 0.0), hc_px) if np.isfinite(hc_px) else 0.0
-    return 2 * (e.a - d), 2 * (e.b - d)
+    tilt = float(np.degrees(e.theta)) % 180.0
+    return 2 * (e.a - d), 2 * (e.b - d), min(tilt, 180.0 - tilt)
+
+
+# Head orientation bins (tilt of the sonographer ellipse's long axis from the image horizontal).
+TILT_EDGES_DEG = (0.0, 30.0, 60.0, 90.0)
+
+
+def errors_by_tilt(pred_mm: np.ndarray, ref_mm: np.ndarray, tilt_deg: np.ndarray) -> list[dict]:
+    """HC error by head orientation: ``[{"tilt_low_deg", "tilt_high_deg", "n", "n_failed", "mae",
+    "bias"}]`` for the bins of :data:`TILT_EDGES_DEG` (the last bin includes 90). Rows without a
+    reference or a tilt are left out; a NaN prediction counts in ``n_failed``, not in the MAE."""
+    pred, ref, tilt = (np.asarray(v, dtype=np.float64) for v in (pred_mm, ref_mm, tilt_deg))
+    known = np.isfinite(ref) & np.isfinite(tilt)
+    out = []
+    for k, (lo, hi) in enumerate(zip(TILT_EDGES_DEG, TILT_EDGES_DEG[1:])):
+        last = k == len(TILT_EDGES_DEG) - 2
+        sel = known & (tilt >= lo) & ((tilt <= hi) if last else (tilt < hi))
+        d = pred[sel] - ref[sel]
+        ok = np.isfinite(d)
+        out.append({
+            "tilt_low_deg": lo,
+            "tilt_high_deg": hi,
+            "n": int(sel.sum()),
+            "n_failed": int((~ok).sum()),
+            "mae": float(np.mean(np.abs(d[ok]))) if ok.any() else float("nan"),
+            "bias": float(np.mean(d[ok])) if ok.any() else float("nan"),
+        })
+    return out
 
 
 def _read_mask(path: Path) -> np.ndarray | None:
@@ -117,13 +146,13 @@ def per_image_table(clean: pd.DataFrame, oof: pd.DataFrame, images_root: Path, m
     out["ref_hc_mm"] = df["hc_mm"].to_numpy(dtype=np.float64)
     out["uncertainty"] = df[UNC_COLUMNS].to_numpy(dtype=np.float64).mean(axis=1)
     n = len(df)
-    ref_ofd, ref_bpd = np.full(n, np.nan), np.full(n, np.nan)
+    ref_ofd, ref_bpd, ref_tilt = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     ell_dice, m_dice, m_iou, m_hd = (np.full(n, np.nan) for _ in range(4))
     for i, r in enumerate(df.itertuples(index=False)):
         sono = _read_mask(images_root / r.mask_path_ref) if isinstance(r.mask_path_ref, str) and r.mask_path_ref else None
         if sono is None:
             continue
-        a, b = _mask_axes_px(sono, float(out["ref_hc_mm"].iat[i]) / spacing[i])
+        a, b, ref_tilt[i] = _mask_axes_px(sono, float(out["ref_hc_mm"].iat[i]) / spacing[i])
         ref_ofd[i], ref_bpd[i] = a * spacing[i], b * spacing[i]
         if np.all(np.isfinite(pred[i])):
             e = ellipse_from_points(pred[i])
@@ -133,7 +162,7 @@ def per_image_table(clean: pd.DataFrame, oof: pd.DataFrame, images_root: Path, m
             if pm is not None:
                 m_dice[i], m_iou[i] = dice(pm, sono), iou(pm, sono)
                 m_hd[i] = hausdorff95(pm, sono, spacing_mm=spacing[i] if np.isfinite(spacing[i]) else 1.0)
-    out["ref_ofd_mm"], out["ref_bpd_mm"] = ref_ofd, ref_bpd
+    out["ref_ofd_mm"], out["ref_bpd_mm"], out["ref_tilt_deg"] = ref_ofd, ref_bpd, ref_tilt
     out["ellipse_dice"], out["mask_dice"], out["mask_iou"], out["mask_hd95_mm"] = ell_dice, m_dice, m_iou, m_hd
     out["hc_err_mm"] = out["pred_hc_mm"] - out["ref_hc_mm"]
     out["hc_abs_err_mm"] = out["hc_err_mm"].abs()
@@ -175,6 +204,9 @@ def evaluate(per_image: pd.DataFrame, family: str, sdr_thresholds_mm: list[float
     }
     # robustness to head size: HC error in the terciles of the sonographer's HC
     by_size = errors_by_tercile(pi["pred_hc_mm"].to_numpy(), pi["ref_hc_mm"].to_numpy())
+    # and to head orientation (most heads lie near horizontal; the rest are rarer in training)
+    tilt = pi["ref_tilt_deg"] if "ref_tilt_deg" in pi else pd.Series(np.nan, index=pi.index)
+    by_tilt = errors_by_tilt(pi["pred_hc_mm"].to_numpy(), pi["ref_hc_mm"].to_numpy(), tilt.to_numpy())
     seg = {"ellipse_dice": float(np.nanmean(pi["ellipse_dice"])) if pi["ellipse_dice"].notna().any() else np.nan}
     if family == "segmentation":
         seg.update({
@@ -200,6 +232,7 @@ def evaluate(per_image: pd.DataFrame, family: str, sdr_thresholds_mm: list[float
         "measurements_vs_clean_labels": vs_labels,
         "measurements_vs_sonographer": vs_sono,
         "hc_by_reference_tercile": by_size,
+        "hc_by_head_tilt": by_tilt,
         "segmentation": seg,
         "uncertainty": unc,
         "over_folds": folds,

@@ -82,6 +82,13 @@ def model_card(final: dict[str, Any], metrics: dict[str, Any], data_root: str, n
             + ", ".join(f"{t['hc_low_mm']:.0f}–{t['hc_high_mm']:.0f} mm: {t['mae']:.2f}" for t in terc["terciles"])
             + f" (largest / smallest {terc.get('largest_over_smallest', float('nan')):.2f}) |"
         )
+    tilt = [t for t in metrics.get("hc_by_head_tilt", []) if t.get("n")]
+    if tilt:
+        lines.append(
+            "| HC MAE by head tilt from horizontal (mm) | "
+            + ", ".join(f"{t['tilt_low_deg']:.0f}–{t['tilt_high_deg']:.0f}° (n = {t['n']}): {_num(t, 'mae')}" for t in tilt)
+            + " |"
+        )
     lines += [
         "",
         "## Intended use and limits",
