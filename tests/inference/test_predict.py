@@ -186,3 +186,19 @@ def test_flag_rules_degenerate_outside_and_uncertain(files) -> None:
     nan[0, 0] = np.nan
     assert pred.flag(ImagePrediction(nan, unc), (400, 300)) == ("failed", "non-finite point")
     assert pred.flag(ImagePrediction(good, unc, status="failed", reason="poor_fit"), (400, 300)) == ("failed", "poor_fit")
+
+
+@pytest.mark.parametrize("kind", ["landmark", "seg"])
+def test_predictor_channels_last_forward_equals_the_model(files, kind: str) -> None:
+    """The predictor's channels-last inference copies compute what the loaded networks compute,
+    and leave the loaded networks as they were."""
+    from fetalbio.inference.predictor import Predictor
+
+    loaded = load_model(files[kind])
+    pred = Predictor(loaded)
+    x = torch.randn(2, 1, *reversed(loaded.input_size))
+    with torch.no_grad():
+        ref = loaded.tasks[0].model(x)
+    out = pred.forward(x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    assert all(p.is_contiguous() for p in loaded.tasks[0].model.parameters())

@@ -5,6 +5,7 @@ An unreadable image is a ``failed`` row with the reason, never an exception that
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,6 @@ from fetalbio.data.transforms import Letterbox, normalize
 from fetalbio.geometry.ellipse import Ellipse, ellipse_from_points
 from fetalbio.inference.model_file import LoadedModel
 from fetalbio.metrics.biometry import diameters_px, ga_weeks_hadlock, ramanujan_hc
-from fetalbio.models.blocks import fold_batchnorm
 from fetalbio.tasks.base import ImagePrediction
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -59,8 +59,9 @@ class Predictor:
     def __init__(self, model: LoadedModel, device: torch.device | str = "cpu") -> None:
         self.model = model
         self.device = torch.device(device)
-        # inference copies with BatchNorm folded into the convs (same outputs, fewer kernels)
-        self.nets = [fold_batchnorm(t.model).to(self.device) for t in model.tasks]
+        # channels-last copies for inference: on 2 CPU threads the shipped 192x128 DeepLabV3+
+        # forward takes ~11.5 ms instead of ~14.5 ms (README "Results on the full dataset")
+        self.nets = [copy.deepcopy(t.model).eval().to(self.device, memory_format=torch.channels_last) for t in model.tasks]
 
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, Letterbox]:
         lb = Letterbox.fit((image.shape[1], image.shape[0]), self.model.input_size)
@@ -70,7 +71,7 @@ class Predictor:
     @torch.inference_mode()
     def forward(self, batch: torch.Tensor):
         """Raw network output(s) of a preprocessed ``(B, 1, H, W)`` batch, ensemble-averaged."""
-        x = batch.to(self.device)
+        x = batch.to(self.device).contiguous(memory_format=torch.channels_last)
         return _average([net(x) for net in self.nets])
 
     def decode(self, output, letterboxes: list[Letterbox]) -> list[ImagePrediction]:

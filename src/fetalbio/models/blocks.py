@@ -10,18 +10,14 @@ Everything here is plain ``torch``. Shapes use ``B`` for batch, ``C`` for channe
 * :class:`UpConcat` -- x2 upsampling (bilinear + 1x1 or transposed conv) then concatenation with
   a skip feature and a :class:`DoubleConv`;
 * :func:`init_weights`, :func:`init_head` -- weight initialisation;
-* :func:`check_input` -- the clear input-shape error every model raises;
-* :func:`fold_batchnorm` -- an inference copy with every BatchNorm folded into its conv.
+* :func:`check_input` -- the clear input-shape error every model raises.
 """
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 __all__ = [
     "BasicBlock",
@@ -30,7 +26,6 @@ __all__ = [
     "DoubleConv",
     "UpConcat",
     "check_input",
-    "fold_batchnorm",
     "init_head",
     "init_weights",
     "resize_to",
@@ -211,24 +206,3 @@ def check_input(x: torch.Tensor, in_channels: int, multiple: int, model: str) ->
             "resize or pad the images (e.g. to a multiple of 32)"
         )
 
-
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """An eval-mode copy of ``model`` in which every ``Conv2d -> BatchNorm2d`` pair of an
-    ``nn.Sequential`` (every :class:`ConvBNReLU`) is one conv with the normalisation folded into
-    its weights and bias (``torch.nn.utils.fusion.fuse_conv_bn_eval``) and an ``Identity``.
-
-    The same function as ``model.eval()`` up to float round-off, with a third fewer kernel
-    launches on CPU; for inference only (the copy has no BatchNorm left to train). ``model``
-    itself is not changed.
-    """
-    folded = copy.deepcopy(model).eval()
-    for seq in folded.modules():
-        if not isinstance(seq, nn.Sequential):
-            continue
-        names = list(seq._modules)
-        for first, second in zip(names, names[1:]):
-            conv, bn = seq._modules[first], seq._modules[second]
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
-                seq._modules[first] = fuse_conv_bn_eval(conv, bn)
-                seq._modules[second] = nn.Identity()
-    return folded
