@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from fetalbio.models import MODELS, arch_options, build_model, count_parameters
-from fetalbio.models.blocks import fold_batchnorm
 
 torch.set_num_threads(2)
 
@@ -180,22 +179,3 @@ def test_unet_can_learn() -> None:
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
 
-
-@pytest.mark.parametrize("name", ALL)
-def test_fold_batchnorm_keeps_the_function_and_the_original(name: str) -> None:
-    torch.manual_seed(0)
-    model = build_model(name, 1, 4)
-    for m in model.modules():  # non-trivial running statistics and affine parameters
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            nn.init.uniform_(m.weight, 0.5, 1.5)
-            nn.init.uniform_(m.bias, -0.2, 0.2)
-    model.eval()
-    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-    folded = fold_batchnorm(model)
-    x = torch.randn(2, 1, 64, 96)
-    with torch.no_grad():
-        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
-    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == n_bn  # original untouched
-    assert sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules()) < max(n_bn, 1)
