@@ -178,4 +178,3 @@ def test_unet_can_learn() -> None:
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses
-

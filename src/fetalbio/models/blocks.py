@@ -205,4 +205,3 @@ def check_input(x: torch.Tensor, in_channels: int, multiple: int, model: str) ->
             f"{model}: input height and width must be multiples of {multiple}, got H={h}, W={w}; "
             "resize or pad the images (e.g. to a multiple of 32)"
         )
-
