@@ -13,7 +13,8 @@ import pytest
 from fetalbio import POINT_COLUMNS, POINT_NAMES
 from fetalbio.geometry.ellipse import ellipse_from_points, ellipse_to_mask
 from fetalbio.geometry.ellipse import Ellipse
-from fetalbio.reporting.evaluate import _mask_axes_px, errors_by_tilt, evaluate, per_image_table, read_oof
+from fetalbio.metrics.biometry import errors_by_tilt
+from fetalbio.reporting.evaluate import _mask_axes_px, evaluate, per_image_table, read_oof
 
 UNC_COLUMNS = [f"unc_{p}" for p in POINT_NAMES]
 OOF_COLUMNS = ["image_name", "fold", *POINT_COLUMNS, *UNC_COLUMNS, "status", "reason", "mask_path", "fit_residual_px"]

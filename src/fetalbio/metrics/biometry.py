@@ -99,6 +99,23 @@ def measurement_errors(pred_mm: np.ndarray, ref_mm: np.ndarray) -> dict[str, flo
     }
 
 
+def _errors_in_bins(pred: np.ndarray, ref: np.ndarray, bins: np.ndarray, n_bins: int) -> list[dict]:
+    """``{"n", "n_failed", "mae", "bias"}`` of ``pred - ref`` for each bin ``0 .. n_bins - 1`` of
+    ``bins`` (rows with a negative bin are left out); a NaN error counts in ``n_failed`` only."""
+    out = []
+    for k in range(n_bins):
+        sel = bins == k
+        d = pred[sel] - ref[sel]
+        ok = np.isfinite(d)
+        out.append({
+            "n": int(sel.sum()),
+            "n_failed": int((~ok).sum()),
+            "mae": float(np.mean(np.abs(d[ok]))) if ok.any() else float("nan"),
+            "bias": float(np.mean(d[ok])) if ok.any() else float("nan"),
+        })
+    return out
+
+
 def errors_by_tercile(pred_mm: np.ndarray, ref_mm: np.ndarray) -> dict:
     """Absolute error of a measurement in the three terciles of the *reference* value.
 
@@ -112,19 +129,24 @@ def errors_by_tercile(pred_mm: np.ndarray, ref_mm: np.ndarray) -> dict:
     if has_ref.sum() < 3:
         return {"terciles": [], "largest_over_smallest": float("nan")}
     edges = np.quantile(ref[has_ref], [0.0, 1 / 3, 2 / 3, 1.0])
-    bins = np.clip(np.searchsorted(edges, ref, side="right") - 1, 0, 2)
-    out = []
-    for k in range(3):
-        sel = has_ref & (bins == k)
-        d = pred[sel] - ref[sel]
-        ok = np.isfinite(d)
-        out.append({
-            "hc_low_mm": float(edges[k]),
-            "hc_high_mm": float(edges[k + 1]),
-            "n": int(sel.sum()),
-            "n_failed": int((~ok).sum()),
-            "mae": float(np.mean(np.abs(d[ok]))) if ok.any() else float("nan"),
-            "bias": float(np.mean(d[ok])) if ok.any() else float("nan"),
-        })
+    bins = np.where(has_ref, np.clip(np.searchsorted(edges, ref, side="right") - 1, 0, 2), -1)
+    out = [{"hc_low_mm": float(edges[k]), "hc_high_mm": float(edges[k + 1]), **row} for k, row in enumerate(_errors_in_bins(pred, ref, bins, 3))]
     lo, hi = out[0]["mae"], out[2]["mae"]
     return {"terciles": out, "largest_over_smallest": hi / lo if lo > 0 else float("nan")}
+
+
+# Head orientation bins (tilt of the reference ellipse's long axis from the image horizontal).
+TILT_EDGES_DEG = (0.0, 30.0, 60.0, 90.0)
+
+
+def errors_by_tilt(pred_mm: np.ndarray, ref_mm: np.ndarray, tilt_deg: np.ndarray) -> list[dict]:
+    """Error of a measurement by head orientation: ``[{"tilt_low_deg", "tilt_high_deg", "n",
+    "n_failed", "mae", "bias"}]`` for the bins of :data:`TILT_EDGES_DEG` (the last bin includes
+    90). Rows without a reference or a tilt are left out; a NaN prediction counts in
+    ``n_failed``, not in the MAE."""
+    pred, ref, tilt = (np.asarray(v, dtype=np.float64) for v in (pred_mm, ref_mm, tilt_deg))
+    n_bins = len(TILT_EDGES_DEG) - 1
+    known = np.isfinite(ref) & np.isfinite(tilt)
+    bins = np.where(known, np.clip(np.searchsorted(TILT_EDGES_DEG, np.where(known, tilt, 0.0), side="right") - 1, 0, n_bins - 1), -1)
+    return [{"tilt_low_deg": lo, "tilt_high_deg": hi, **row}
+            for lo, hi, row in zip(TILT_EDGES_DEG, TILT_EDGES_DEG[1:], _errors_in_bins(pred, ref, bins, n_bins))]

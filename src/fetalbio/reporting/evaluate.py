@@ -34,6 +34,7 @@ from fetalbio.metrics import (
     ced_curve,
     dice,
     errors_by_tercile,
+    errors_by_tilt,
     hausdorff95,
     iou,
     measurement_errors,
@@ -89,33 +90,6 @@ def _mask_axes_px(mask01: np.ndarray, hc_px: float = float("nan")) -> tuple[floa
     d = perimeter_offset_px(Ellipse(0.0, 0.0, e.a, e.b, 0.0), hc_px) if np.isfinite(hc_px) else 0.0
     tilt = float(np.degrees(e.theta)) % 180.0
     return 2 * (e.a - d), 2 * (e.b - d), min(tilt, 180.0 - tilt)
-
-
-# Head orientation bins (tilt of the sonographer ellipse's long axis from the image horizontal).
-TILT_EDGES_DEG = (0.0, 30.0, 60.0, 90.0)
-
-
-def errors_by_tilt(pred_mm: np.ndarray, ref_mm: np.ndarray, tilt_deg: np.ndarray) -> list[dict]:
-    """HC error by head orientation: ``[{"tilt_low_deg", "tilt_high_deg", "n", "n_failed", "mae",
-    "bias"}]`` for the bins of :data:`TILT_EDGES_DEG` (the last bin includes 90). Rows without a
-    reference or a tilt are left out; a NaN prediction counts in ``n_failed``, not in the MAE."""
-    pred, ref, tilt = (np.asarray(v, dtype=np.float64) for v in (pred_mm, ref_mm, tilt_deg))
-    known = np.isfinite(ref) & np.isfinite(tilt)
-    out = []
-    for k, (lo, hi) in enumerate(zip(TILT_EDGES_DEG, TILT_EDGES_DEG[1:])):
-        last = k == len(TILT_EDGES_DEG) - 2
-        sel = known & (tilt >= lo) & ((tilt <= hi) if last else (tilt < hi))
-        d = pred[sel] - ref[sel]
-        ok = np.isfinite(d)
-        out.append({
-            "tilt_low_deg": lo,
-            "tilt_high_deg": hi,
-            "n": int(sel.sum()),
-            "n_failed": int((~ok).sum()),
-            "mae": float(np.mean(np.abs(d[ok]))) if ok.any() else float("nan"),
-            "bias": float(np.mean(d[ok])) if ok.any() else float("nan"),
-        })
-    return out
 
 
 def _read_mask(path: Path) -> np.ndarray | None:
