@@ -8,8 +8,9 @@ images of its subject-grouped inner-validation split (the same split `train` use
 epoch: `inner_split` with the checkpoint's seed + fold) are run through the network once; the
 probability maps are then decoded with each fit setting below, exactly as
 `SegmentationTask.decode` does (crop, fit at network resolution, map to the original image,
-edge-offset calibration of that fold). The table in OUT_MD gives the HC error against the
-sonographer per setting.
+edge-offset calibration of that fold). The "flip TTA" settings fit the mean of that map and the
+map of the horizontally flipped image (flipped back; the flip is inside the letterbox padding).
+The table in OUT_MD gives the HC error against the sonographer per setting.
 
 None of these images is in the fold the model is evaluated on, so choosing a setting here does
 not look at the out-of-fold figures of `evaluate`.
@@ -33,21 +34,31 @@ from fetalbio.geometry.ellipse import ramanujan_perimeter, transform_ellipse
 from fetalbio.geometry.masks import mask_to_ellipse, shrink_ellipse
 from fetalbio.tasks import build_task
 
-SETTINGS = {  # name: (method, inlier band in network pixels)
-    "ransac, 1 px": ("ransac", 1.0),
-    "ransac, 1.5 px": ("ransac", 1.5),
-    "ransac, 2 px": ("ransac", 2.0),
-    "ransac, 3 px": ("ransac", 3.0),
-    "ransac, 4 px": ("ransac", 4.0),
-    "irls, 3 px": ("irls", 3.0),
-    "plain, 1 px": ("plain", 1.0),
-    "plain, 3 px": ("plain", 3.0),
+SETTINGS = {  # name: (method, inlier band in network pixels, flip TTA)
+    "ransac, 1 px": ("ransac", 1.0, False),
+    "ransac, 1.5 px": ("ransac", 1.5, False),
+    "ransac, 2 px": ("ransac", 2.0, False),
+    "ransac, 3 px": ("ransac", 3.0, False),
+    "ransac, 4 px": ("ransac", 4.0, False),
+    "irls, 3 px": ("irls", 3.0, False),
+    "plain, 1 px": ("plain", 1.0, False),
+    "plain, 3 px": ("plain", 3.0, False),
+    "plain, 3 px, flip TTA": ("plain", 3.0, True),
+    "ransac, 3 px, flip TTA": ("ransac", 3.0, True),
 }
 
 
-def inner_val_outputs(run: Path, variant: str) -> list[tuple[str, np.ndarray, Letterbox, float, float, float]]:
-    """(image, probability map, letterbox, edge offset px, pixel size mm, reference HC mm) per
-    inner-validation image of every fold model."""
+def _flip_in_image(array: torch.Tensor | np.ndarray, lb: Letterbox):
+    """Mirror the resized image's columns inside the letterbox padding (last axis)."""
+    out = array.clone() if isinstance(array, torch.Tensor) else array.copy()
+    cols = slice(lb.left, lb.left + lb.new_size[0])
+    out[..., cols] = array[..., cols].flip(-1) if isinstance(array, torch.Tensor) else array[..., cols][..., ::-1]
+    return out
+
+
+def inner_val_outputs(run: Path, variant: str) -> list[tuple[str, np.ndarray, np.ndarray, Letterbox, float, float, float]]:
+    """(image, probability map, flip-TTA probability map, letterbox, edge offset px, pixel size
+    mm, reference HC mm) per inner-validation image of every fold model."""
     clean = pd.read_csv(run / "data/clean/labels.csv")
     folds = pd.read_csv(run / "data/folds.csv")
     table = clean.merge(folds[["image_name", "fold"]], on="image_name", how="left", validate="one_to_one")
@@ -70,19 +81,20 @@ def inner_val_outputs(run: Path, variant: str) -> list[tuple[str, np.ndarray, Le
             lb = Letterbox.fit((image.shape[1], image.shape[0]), (tcfg.input_width, tcfg.input_height))
             x = torch.from_numpy(normalize(lb.apply(image), tcfg.normalize))[None, None]
             with torch.inference_mode():
-                prob = torch.sigmoid(task.model(x))[0, 0].numpy()
-            out.append((f"{r.image_name} (fold {fold})", np.clip(prob, 0.0, 1.0), lb, offset, float(r.pixel_size_mm), float(r.hc_mm)))
+                prob, prob_flipped = torch.sigmoid(task.model(torch.cat([x, _flip_in_image(x, lb)])))[:, 0].numpy()
+            tta = (prob + _flip_in_image(prob_flipped, lb)) / 2.0
+            out.append((f"{r.image_name} (fold {fold})", np.clip(prob, 0.0, 1.0), np.clip(tta, 0.0, 1.0), lb, offset, float(r.pixel_size_mm), float(r.hc_mm)))
     return out
 
 
 def main(run: Path, variant: str, out_md: Path) -> None:
     items = inner_val_outputs(run, variant)
     rows = []
-    for name, prob, lb, offset, spacing, ref_hc in items:
-        crop = lb.crop(prob)
-        for setting, (method, band) in SETTINGS.items():
+    for name, prob, tta, lb, offset, spacing, ref_hc in items:
+        crops = {False: lb.crop(prob), True: lb.crop(tta)}
+        for setting, (method, band, flip) in SETTINGS.items():
             t0 = time.perf_counter()
-            res = mask_to_ellipse(crop, method=method, inlier_threshold_px=band, refine=False)
+            res = mask_to_ellipse(crops[flip], method=method, inlier_threshold_px=band, refine=False)
             ms = (time.perf_counter() - t0) * 1e3
             err = np.nan
             if res.ok:
@@ -96,7 +108,8 @@ def main(run: Path, variant: str, out_md: Path) -> None:
         "",
         f"Written by `python scripts/compare_fits.py {run} {variant} {out_md}`: {d['image'].nunique()} inner-validation images "
         "of the fold models (each image measured by a model that did not train on it, and never the fold it is evaluated on). "
-        "HC error against the sonographer; the band is in network-input pixels; failed = the fit was rejected.",
+        "HC error against the sonographer; the band is in network-input pixels; failed = the fit was rejected; "
+        "fit ms excludes the second forward pass that flip TTA needs.",
         "",
         "| setting | HC MAE mm | median AE mm | bias mm | 95th pct AE mm | max AE mm | failed | fit ms (median) |",
         "|---|---|---|---|---|---|---|---|",
