@@ -1,0 +1,123 @@
+"""Seed noise and a seed ensemble of a segmentation variant, out-of-fold.
+
+Usage: python scripts/seed_ensemble.py RUN_DIR VARIANT OUT_MD EXTRA_DIR [EXTRA_DIR ...]
+
+RUN_DIR is a checkout where `dvc repro` ran on the full dataset (it has data/clean/labels.csv,
+data/folds.csv, data/ingested and models/VARIANT/fold*/model.pt). Each EXTRA_DIR holds
+fold<k>/model.pt of the same variant and configuration trained with another `seed`, on the
+same folds:
+
+    fetalbio train --params PARAMS_WITH_OTHER_SEED --variant VARIANT --fold K \
+        --labels RUN_DIR/data/clean/labels.csv --folds RUN_DIR/data/folds.csv \
+        --images-root RUN_DIR/data/ingested --out-dir EXTRA_DIR/foldK
+
+(the seed moves the initialisation, the augmentation draws and the inner split; the folds and
+the cleaned labels stay those of RUN_DIR). For every fold that all members have, each held-out
+image is run through every member. The table in OUT_MD gives the HC error against the
+sonographer:
+- of each member alone, decoded by `SegmentationTask.decode` (the pipeline's decode), and
+- of the members' ensemble: the mean of their raw outputs, as `Predictor` and
+  `final.source: folds` average an ensemble, decoded with the first member's calibration.
+
+Every image is measured by models that did not train on it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fetalbio.config import TrainConfig, VariantConfig, from_dict
+from fetalbio.data.io import read_gray8
+from fetalbio.data.transforms import Letterbox, normalize
+from fetalbio.geometry.ellipse import ramanujan_perimeter
+from fetalbio.tasks import build_task
+from fetalbio.tasks.base import ImagePrediction, Task
+
+
+def load_member(ckpt: Path, variant: str, fold: int) -> tuple[Task, TrainConfig]:
+    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    cfg = raw["config"]
+    if cfg["variant"] != variant or int(cfg["fold"]) != fold:
+        sys.exit(f"{ckpt}: variant {cfg['variant']} fold {cfg['fold']}, expected {variant} fold {fold}")
+    vcfg = from_dict(VariantConfig, cfg["variant_cfg"], f"{ckpt}: variant_cfg")
+    tcfg = from_dict(TrainConfig, cfg["train_cfg"], f"{ckpt}: train_cfg")
+    task = build_task(variant, vcfg, tcfg)
+    task.model.load_state_dict(raw["state_dict"])
+    task.model.eval()
+    task.set_calibration(cfg.get("calibration") or {})
+    return task, tcfg
+
+
+def hc_error(p: ImagePrediction, spacing_mm: float, ref_hc_mm: float) -> float:
+    """Predicted minus reference HC (mm); NaN for a failed image."""
+    if p.status != "ok":
+        return float("nan")
+    a = np.linalg.norm(p.points[1] - p.points[0]) / 2.0
+    b = np.linalg.norm(p.points[3] - p.points[2]) / 2.0
+    return float(ramanujan_perimeter(a, b)) * spacing_mm - ref_hc_mm
+
+
+def main(run: Path, variant: str, out_md: Path, extras: list[Path]) -> None:
+    clean = pd.read_csv(run / "data/clean/labels.csv")
+    folds = pd.read_csv(run / "data/folds.csv")
+    table = clean.merge(folds[["image_name", "fold"]], on="image_name", how="left", validate="one_to_one")
+    member_dirs = [run / "models" / variant, *extras]
+    names = ["pipeline run", *(d.name for d in extras)]
+    ks = sorted({int(p.parent.name[4:]) for p in member_dirs[0].glob("fold*/model.pt")})
+    ks = [k for k in ks if all((d / f"fold{k}" / "model.pt").is_file() for d in member_dirs)]
+    if not ks:
+        sys.exit(f"no fold has a model.pt in every one of {', '.join(map(str, member_dirs))}")
+    rows = []
+    for k in ks:
+        members = [load_member(d / f"fold{k}" / "model.pt", variant, k) for d in member_dirs]
+        sizes = {(t.input_width, t.input_height) for _, t in members}
+        if len(sizes) != 1:
+            sys.exit(f"fold {k}: the members have different input sizes {sorted(sizes)}")
+        tcfg = members[0][1]
+        for r in table[table["fold"] == k].itertuples(index=False):
+            image = read_gray8(run / "data/ingested" / r.image_path).pixels
+            lb = Letterbox.fit((image.shape[1], image.shape[0]), (tcfg.input_width, tcfg.input_height))
+            x = torch.from_numpy(normalize(lb.apply(image), tcfg.normalize))[None, None]
+            with torch.inference_mode():
+                outs = [task.model(x) for task, _ in members]
+            row = {"image": r.image_name, "fold": k}
+            for name, (task, _), out in zip(names, members, outs):
+                row[name] = hc_error(task.decode(out, [lb])[0], float(r.pixel_size_mm), float(r.hc_mm))
+            ens = members[0][0].decode(torch.stack(outs).mean(0), [lb])[0]
+            row["ensemble"] = hc_error(ens, float(r.pixel_size_mm), float(r.hc_mm))
+            rows.append(row)
+    d = pd.DataFrame(rows)
+    cols = [*names, "ensemble"]
+    lines = [
+        f"# Seed noise and seed ensemble of `{variant}`, out-of-fold",
+        "",
+        f"Written by `python scripts/seed_ensemble.py {run} {variant} {out_md} {' '.join(map(str, extras))}`: "
+        f"{len(d)} held-out images of folds {', '.join(map(str, ks))}. HC MAE against the sonographer (mm); "
+        "`ensemble` is the mean of the members' raw outputs, decoded once. A failed fit is left out of the MAE "
+        "and counted in the last row.",
+        "",
+        "| fold | images | " + " | ".join(f"`{c}`" for c in cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    for k, g in d.groupby("fold"):
+        lines.append(f"| {k} | {len(g)} | " + " | ".join(f"{g[c].abs().mean():.3f}" for c in cols) + " |")
+    lines.append(f"| all (MAE) | {len(d)} | " + " | ".join(f"**{d[c].abs().mean():.3f}**" for c in cols) + " |")
+    lines.append("| all (median AE) | | " + " | ".join(f"{d[c].abs().median():.3f}" for c in cols) + " |")
+    lines.append("| all (bias) | | " + " | ".join(f"{d[c].mean():.3f}" for c in cols) + " |")
+    lines.append("| all (95th pct AE) | | " + " | ".join(f"{d[c].abs().quantile(0.95):.2f}" for c in cols) + " |")
+    lines.append("| failed | | " + " | ".join(str(int(d[c].isna().sum())) for c in cols) + " |")
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    out_md.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 5:
+        sys.exit(__doc__)
+    torch.set_num_threads(2)
+    main(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), [Path(a) for a in sys.argv[4:]])
