@@ -8,8 +8,10 @@ images of its subject-grouped inner-validation split (the same split `train` use
 epoch: `inner_split` with the checkpoint's seed + fold) are run through the network once; the
 probability maps are then decoded with each fit setting below, exactly as
 `SegmentationTask.decode` does (crop, fit at network resolution, map to the original image,
-edge-offset calibration of that fold). The "flip TTA" settings fit the mean of that map and the
-map of the horizontally flipped image (flipped back; the flip is inside the letterbox padding).
+edge-offset calibration of that fold). The "flip TTA" settings average the network's raw output for
+the image and for its mirror image (mirrored back), as `Predictor` averages an ensemble, and fit
+the sigmoid of that mean. Only the resized image's columns are mirrored; the letterbox padding
+stays where it is.
 The table in OUT_MD gives the HC error against the sonographer per setting.
 
 None of these images is in the fold the model is evaluated on, so choosing a setting here does
@@ -48,11 +50,11 @@ SETTINGS = {  # name: (method, inlier band in network pixels, flip TTA)
 }
 
 
-def _flip_in_image(array: torch.Tensor | np.ndarray, lb: Letterbox):
-    """Mirror the resized image's columns inside the letterbox padding (last axis)."""
-    out = array.clone() if isinstance(array, torch.Tensor) else array.copy()
+def _flip_in_image(array: torch.Tensor, lb: Letterbox) -> torch.Tensor:
+    """Mirror the resized image's columns (last axis); the letterbox padding stays."""
+    out = array.clone()
     cols = slice(lb.left, lb.left + lb.new_size[0])
-    out[..., cols] = array[..., cols].flip(-1) if isinstance(array, torch.Tensor) else array[..., cols][..., ::-1]
+    out[..., cols] = array[..., cols].flip(-1)
     return out
 
 
@@ -81,8 +83,9 @@ def inner_val_outputs(run: Path, variant: str) -> list[tuple[str, np.ndarray, np
             lb = Letterbox.fit((image.shape[1], image.shape[0]), (tcfg.input_width, tcfg.input_height))
             x = torch.from_numpy(normalize(lb.apply(image), tcfg.normalize))[None, None]
             with torch.inference_mode():
-                prob, prob_flipped = torch.sigmoid(task.model(torch.cat([x, _flip_in_image(x, lb)])))[:, 0].numpy()
-            tta = (prob + _flip_in_image(prob_flipped, lb)) / 2.0
+                logit, logit_flipped = task.model(torch.cat([x, _flip_in_image(x, lb)]))[:, 0]
+                prob = torch.sigmoid(logit).numpy()
+                tta = torch.sigmoid((logit + _flip_in_image(logit_flipped, lb)) / 2.0).numpy()
             out.append((f"{r.image_name} (fold {fold})", np.clip(prob, 0.0, 1.0), np.clip(tta, 0.0, 1.0), lb, offset, float(r.pixel_size_mm), float(r.hc_mm)))
     return out
 

@@ -24,6 +24,7 @@ Every image is measured by models that did not train on it.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -34,13 +35,14 @@ import torch
 from fetalbio.config import TrainConfig, VariantConfig, from_dict
 from fetalbio.data.io import read_gray8
 from fetalbio.data.transforms import Letterbox, normalize
+from fetalbio.engine.train import load_checkpoint
 from fetalbio.geometry.ellipse import ramanujan_perimeter
 from fetalbio.tasks import build_task
 from fetalbio.tasks.base import ImagePrediction, Task
 
 
 def load_member(ckpt: Path, variant: str, fold: int) -> tuple[Task, TrainConfig]:
-    raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    raw = load_checkpoint(ckpt)  # weights_only=True, structure checked
     cfg = raw["config"]
     if cfg["variant"] != variant or int(cfg["fold"]) != fold:
         sys.exit(f"{ckpt}: variant {cfg['variant']} fold {cfg['fold']}, expected {variant} fold {fold}")
@@ -67,17 +69,20 @@ def main(run: Path, variant: str, out_md: Path, extras: list[Path]) -> None:
     folds = pd.read_csv(run / "data/folds.csv")
     table = clean.merge(folds[["image_name", "fold"]], on="image_name", how="left", validate="one_to_one")
     member_dirs = [run / "models" / variant, *extras]
-    names = ["pipeline run", *(d.name for d in extras)]
-    ks = sorted({int(p.parent.name[4:]) for p in member_dirs[0].glob("fold*/model.pt")})
+    names = ["pipeline run", *(str(d) for d in extras)]
+    if len(set(names)) != len(names):
+        sys.exit(f"the same models folder is given twice: {', '.join(names[1:])}")
+    fold_dir = re.compile(r"fold(\d+)")
+    ks = sorted({int(m.group(1)) for p in member_dirs[0].glob("fold*/model.pt") if (m := fold_dir.fullmatch(p.parent.name))})
     ks = [k for k in ks if all((d / f"fold{k}" / "model.pt").is_file() for d in member_dirs)]
     if not ks:
         sys.exit(f"no fold has a model.pt in every one of {', '.join(map(str, member_dirs))}")
     rows = []
     for k in ks:
         members = [load_member(d / f"fold{k}" / "model.pt", variant, k) for d in member_dirs]
-        sizes = {(t.input_width, t.input_height) for _, t in members}
-        if len(sizes) != 1:
-            sys.exit(f"fold {k}: the members have different input sizes {sorted(sizes)}")
+        inputs = {(t.input_width, t.input_height, t.normalize) for _, t in members}
+        if len(inputs) != 1:
+            sys.exit(f"fold {k}: the members differ in input size or normalisation {sorted(inputs)}")
         tcfg = members[0][1]
         for r in table[table["fold"] == k].itertuples(index=False):
             image = read_gray8(run / "data/ingested" / r.image_path).pixels
@@ -99,7 +104,7 @@ def main(run: Path, variant: str, out_md: Path, extras: list[Path]) -> None:
         f"Written by `python scripts/seed_ensemble.py {run} {variant} {out_md} {' '.join(map(str, extras))}`: "
         f"{len(d)} held-out images of folds {', '.join(map(str, ks))}. HC MAE against the sonographer (mm); "
         "`ensemble` is the mean of the members' raw outputs, decoded once. A failed fit is left out of the MAE "
-        "and counted in the last row.",
+        "and counted in the `failed` row; the `same images` rows use only the images that every column measured.",
         "",
         "| fold | images | " + " | ".join(f"`{c}`" for c in cols) + " |",
         "|---|---|" + "---|" * len(cols),
@@ -111,6 +116,9 @@ def main(run: Path, variant: str, out_md: Path, extras: list[Path]) -> None:
     lines.append("| all (bias) | | " + " | ".join(f"{d[c].mean():.3f}" for c in cols) + " |")
     lines.append("| all (95th pct AE) | | " + " | ".join(f"{d[c].abs().quantile(0.95):.2f}" for c in cols) + " |")
     lines.append("| failed | | " + " | ".join(str(int(d[c].isna().sum())) for c in cols) + " |")
+    same = d.dropna(subset=cols)
+    lines.append(f"| same images (MAE) | {len(same)} | " + " | ".join(f"{same[c].abs().mean():.3f}" for c in cols) + " |")
+    lines.append("| same images (95th pct AE) | | " + " | ".join(f"{same[c].abs().quantile(0.95):.2f}" for c in cols) + " |")
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
