@@ -21,12 +21,13 @@ from pathlib import Path
 
 import yaml
 
+# metrics/variants and plots/variants are copied per variant of the run (below): a checkout
+# also holds the embedded sample's outputs of every other variant, which this run did not write
 COPY = [
     "params.yaml",
     "dvc.lock",
     "metrics",
     "plots/compare",
-    "plots/variants",
     "plots/label_audit.png",
     "reports/label_audit.csv",
     "reports/ingest_drops.csv",
@@ -34,25 +35,31 @@ COPY = [
 ]
 
 
+def _copy(src: Path, dest: Path, rel: str) -> None:
+    """``src/rel`` (a file or a folder) to ``dest/rel``. In folders, metrics/bench.json (written
+    by `fetalbio bench`, a command, not a stage) and the per-variant folders are left out."""
+    s, d = src / rel, dest / rel
+    if s.is_dir():
+        shutil.copytree(s, d, dirs_exist_ok=True, ignore=shutil.ignore_patterns("bench.json", "variants"))
+    elif s.is_file():
+        d.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(s, d)
+    else:
+        print(f"skip {rel}: not in {src}")
+
+
 def main(src: Path, dest: Path, model_dest: Path | None = None) -> None:
     if not (src / "dvc.lock").is_file():
         sys.exit(f"{src}: no dvc.lock (has the pipeline run there?)")
     dest.mkdir(parents=True, exist_ok=True)
     for rel in COPY:
-        s, d = src / rel, dest / rel
-        if s.is_dir():
-            # metrics/bench.json is written by `fetalbio bench` (a command, not a stage): the
-            # checkout's copy is not an output of this run
-            shutil.copytree(s, d, dirs_exist_ok=True, ignore=shutil.ignore_patterns("bench.json"))
-        elif s.is_file():
-            d.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(s, d)
-        else:
-            print(f"skip {rel}: not in {src}")
+        _copy(src, dest, rel)
     params = yaml.safe_load((src / "params.yaml").read_text())
     variants = list(params.get("landmark_variants", [])) + list(params.get("segmentation_variants", []))
     seconds: dict[str, float] = {}
     for v in variants:
+        for rel in (f"metrics/variants/{v}.json", f"plots/variants/{v}"):
+            _copy(src, dest, rel)
         for summary in sorted((src / "models" / v).glob("fold*/summary.json")):
             out = dest / "folds" / v / f"{summary.parent.name}.json"
             out.parent.mkdir(parents=True, exist_ok=True)

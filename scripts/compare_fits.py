@@ -32,9 +32,11 @@ from fetalbio.config import TrainConfig, VariantConfig, from_dict
 from fetalbio.data.io import read_gray8
 from fetalbio.data.transforms import Letterbox, normalize
 from fetalbio.engine.run import inner_split
+from fetalbio.engine.train import load_checkpoint
 from fetalbio.geometry.ellipse import ramanujan_perimeter, transform_ellipse
 from fetalbio.geometry.masks import mask_to_ellipse, shrink_ellipse
 from fetalbio.tasks import build_task
+from fetalbio.tasks.base import Task
 
 SETTINGS = {  # name: (method, inlier band in network pixels, flip TTA)
     "ransac, 1 px": ("ransac", 1.0, False),
@@ -58,6 +60,21 @@ def _flip_in_image(array: torch.Tensor, lb: Letterbox) -> torch.Tensor:
     return out
 
 
+def load_fold_model(ckpt: Path, variant: str) -> tuple[Task, TrainConfig, dict]:
+    """A fold checkpoint of ``variant`` as an eval-mode task with its calibration set, its
+    training configuration and the checkpoint's config dict (fold, seed, calibration)."""
+    cfg = (raw := load_checkpoint(ckpt))["config"]  # weights_only=True, structure checked
+    if cfg["variant"] != variant:
+        sys.exit(f"{ckpt}: a checkpoint of {cfg['variant']}, expected {variant}")
+    vcfg = from_dict(VariantConfig, cfg["variant_cfg"], f"{ckpt}: variant_cfg")
+    tcfg = from_dict(TrainConfig, cfg["train_cfg"], f"{ckpt}: train_cfg")
+    task = build_task(variant, vcfg, tcfg)
+    task.model.load_state_dict(raw["state_dict"])
+    task.model.eval()
+    task.set_calibration(cfg.get("calibration") or {})
+    return task, tcfg, cfg
+
+
 def inner_val_outputs(run: Path, variant: str) -> list[tuple[str, np.ndarray, np.ndarray, Letterbox, float, float, float]]:
     """(image, probability map, flip-TTA probability map, letterbox, edge offset px, pixel size
     mm, reference HC mm) per inner-validation image of every fold model."""
@@ -66,13 +83,7 @@ def inner_val_outputs(run: Path, variant: str) -> list[tuple[str, np.ndarray, np
     table = clean.merge(folds[["image_name", "fold"]], on="image_name", how="left", validate="one_to_one")
     out = []
     for ckpt in sorted((run / "models" / variant).glob("fold*/model.pt")):
-        raw = torch.load(ckpt, map_location="cpu", weights_only=True)
-        cfg = raw["config"]
-        vcfg = from_dict(VariantConfig, cfg["variant_cfg"], f"{ckpt}: variant_cfg")
-        tcfg = from_dict(TrainConfig, cfg["train_cfg"], f"{ckpt}: train_cfg")
-        task = build_task(variant, vcfg, tcfg)
-        task.model.load_state_dict(raw["state_dict"])
-        task.model.eval()
+        task, tcfg, cfg = load_fold_model(ckpt, variant)
         fold = int(cfg["fold"])
         pool = table[table["fold"] != fold]
         usable = pool[[task.trainable(float(w), bool(m)) for w, m in zip(pool["weight"], pool["mask_path"].fillna("") != "")]]

@@ -32,26 +32,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fetalbio.config import TrainConfig, VariantConfig, from_dict
+from compare_fits import load_fold_model  # scripts/ is on sys.path when run as a script
+from fetalbio.config import TrainConfig
 from fetalbio.data.io import read_gray8
 from fetalbio.data.transforms import Letterbox, normalize
-from fetalbio.engine.train import load_checkpoint
 from fetalbio.geometry.ellipse import ramanujan_perimeter
-from fetalbio.tasks import build_task
 from fetalbio.tasks.base import ImagePrediction, Task
 
 
 def load_member(ckpt: Path, variant: str, fold: int) -> tuple[Task, TrainConfig]:
-    raw = load_checkpoint(ckpt)  # weights_only=True, structure checked
-    cfg = raw["config"]
-    if cfg["variant"] != variant or int(cfg["fold"]) != fold:
-        sys.exit(f"{ckpt}: variant {cfg['variant']} fold {cfg['fold']}, expected {variant} fold {fold}")
-    vcfg = from_dict(VariantConfig, cfg["variant_cfg"], f"{ckpt}: variant_cfg")
-    tcfg = from_dict(TrainConfig, cfg["train_cfg"], f"{ckpt}: train_cfg")
-    task = build_task(variant, vcfg, tcfg)
-    task.model.load_state_dict(raw["state_dict"])
-    task.model.eval()
-    task.set_calibration(cfg.get("calibration") or {})
+    task, tcfg, cfg = load_fold_model(ckpt, variant)
+    if int(cfg["fold"]) != fold:
+        sys.exit(f"{ckpt}: a fold-{cfg['fold']} checkpoint, expected fold {fold}")
     return task, tcfg
 
 
