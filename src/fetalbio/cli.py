@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import bench, build_folds, clean_labels, compare, evaluate, final, ingest, params_merge, predict, train
+from stages import bench, build_folds, clean_labels, compare, compare_runs, evaluate, final, ingest, params_merge, predict, train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fetal head biometry pipeline (BPD, OFD, HC).")
 app.command("ingest", help=ingest.main.__doc__)(ingest.main)
@@ -18,6 +18,7 @@ app.command("params-merge", help=params_merge.main.__doc__)(params_merge.main)
 # user commands (not DVC stages)
 app.command("predict", help=predict.main.__doc__)(predict.main)
 app.command("bench", help=bench.main.__doc__)(bench.main)
+app.command("compare-runs", help=compare_runs.main.__doc__)(compare_runs.main)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,241 @@
+"""Paired comparison of two runs' out-of-fold HC errors (``fetalbio compare-runs``).
+
+The ``compare`` stage pairs the variants of one run. Two configurations trained in different
+runs (another resolution, another schedule, a baseline) are only comparable image by image when
+both runs measured the same images on the same folds against the same reference; this module
+checks exactly that, then reports each run's agreement with the sonographer and the paired
+difference:
+
+- per run: images measured, failed fits (counted, never dropped silently), HC MAE, median
+  absolute error, bias, 95 % limits of agreement, 95th percentile of the absolute error;
+- paired, on the images both runs measured: the difference of the mean absolute errors
+  (``A - B``, negative when A is better) with a 95 % bootstrap interval that resamples
+  **subjects** (images of one pregnancy are not independent; subjects are read from the file
+  names as :func:`~fetalbio.data.ingest.subject_from_name` does at ingest), the Wilcoxon
+  signed-rank test of the absolute errors, the share of images where A is closer, and the MAE
+  of both by tercile of the reference HC.
+
+Each run is given as ``RUN_DIR:VARIANT``; its errors are read from
+``RUN_DIR/plots/variants/VARIANT/per_image.csv`` (the ``evaluate`` stage's per-image table,
+also kept by ``scripts/collect_results.py`` in ``results/<run>/``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fetalbio.data.ingest import subject_from_name
+from fetalbio.metrics import bland_altman, wilcoxon_paired
+
+__all__ = ["RunErrors", "compare_runs", "pair_runs", "read_run", "runs_markdown", "subject_bootstrap_ci"]
+
+REQUIRED_COLUMNS = ("image_name", "fold", "hc_err_mm", "ref_hc_mm")
+_REF_TOL_MM = 1e-3
+
+
+@dataclass(frozen=True)
+class RunErrors:
+    """One run's per-image HC errors: ``label`` (``RUN_DIR:VARIANT``), ``path`` of the table and
+    ``table`` with ``image_name``, ``fold``, ``hc_err_mm`` (NaN = failed fit), ``ref_hc_mm``."""
+
+    label: str
+    path: Path
+    table: pd.DataFrame
+
+
+def read_run(spec: str) -> RunErrors:
+    """``RUN_DIR:VARIANT`` -> :class:`RunErrors`. A malformed spec, a missing table, a missing
+    column or a repeated image raises ``ValueError`` / ``FileNotFoundError`` naming the file."""
+    run_dir, sep, variant = spec.rpartition(":")
+    if not sep or not run_dir or not variant:
+        raise ValueError(f"{spec!r}: expected RUN_DIR:VARIANT, e.g. results/full-cpu-4:seg_deeplabv3plus")
+    path = Path(run_dir) / "plots" / "variants" / variant / "per_image.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{spec}: no per-image table at {path} (run `dvc repro` there, or check the variant name)")
+    table = pd.read_csv(path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (an evaluate stage's per_image.csv has them)")
+    dup = table["image_name"][table["image_name"].duplicated()]
+    if len(dup):
+        raise ValueError(f"{path}: image {dup.iloc[0]!r} appears more than once (row {int(dup.index[0]) + 2})")
+    table = table[list(REQUIRED_COLUMNS)].copy()
+    for col in ("hc_err_mm", "ref_hc_mm"):
+        num = pd.to_numeric(table[col], errors="coerce").astype(np.float64)
+        # an empty cell is a failed fit (hc_err_mm) and is counted; text or inf is a broken table
+        bad = table[col].notna() & ~np.isfinite(num.fillna(np.inf))
+        if col == "ref_hc_mm":
+            bad |= table[col].isna()
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ValueError(f"{path}: row {i + 2}, column {col}: {table[col].iloc[i]!r} is not a finite number")
+        table[col] = num
+    return RunErrors(spec, path, table.reset_index(drop=True))
+
+
+def _names(values: list[str], n: int = 5) -> str:
+    return ", ".join(values[:n]) + (f" and {len(values) - n} more" if len(values) > n else "")
+
+
+def pair_runs(a: RunErrors, b: RunErrors) -> pd.DataFrame:
+    """One row per image with ``fold``, ``ref_hc_mm``, ``err_a``, ``err_b``, ``subject``.
+
+    Raises ``ValueError`` when the runs did not measure the same images, put an image in
+    different folds, or compared it with different reference HCs: out-of-fold errors pair only
+    on the same split and the same reference."""
+    only_a = sorted(set(a.table["image_name"]) - set(b.table["image_name"]))
+    only_b = sorted(set(b.table["image_name"]) - set(a.table["image_name"]))
+    if only_a or only_b:
+        parts = []
+        if only_a:
+            parts.append(f"{len(only_a)} image(s) only in {a.path} ({_names(only_a)})")
+        if only_b:
+            parts.append(f"{len(only_b)} image(s) only in {b.path} ({_names(only_b)})")
+        raise ValueError("the runs measured different images: " + "; ".join(parts))
+    m = a.table.merge(b.table, on="image_name", suffixes=("_a", "_b"), validate="one_to_one")
+    moved = m[m["fold_a"] != m["fold_b"]]
+    if len(moved):
+        r = moved.iloc[0]
+        raise ValueError(
+            f"the runs used different folds: {len(moved)} image(s) differ, e.g. {r['image_name']} is in fold "
+            f"{r['fold_a']} of {a.path} and fold {r['fold_b']} of {b.path}; pair runs built on the same folds (same data and seed)"
+        )
+    off = m[(m["ref_hc_mm_a"] - m["ref_hc_mm_b"]).abs() > _REF_TOL_MM]
+    if len(off):
+        r = off.iloc[0]
+        raise ValueError(
+            f"the runs used different reference HCs: {len(off)} image(s) differ, e.g. {r['image_name']}: "
+            f"{r['ref_hc_mm_a']} mm in {a.path}, {r['ref_hc_mm_b']} mm in {b.path}"
+        )
+    out = pd.DataFrame(
+        {
+            "image_name": m["image_name"],
+            "fold": m["fold_a"],
+            "ref_hc_mm": m["ref_hc_mm_a"],
+            "err_a": m["hc_err_mm_a"],
+            "err_b": m["hc_err_mm_b"],
+        }
+    )
+    out["subject"] = [subject_from_name(n) for n in out["image_name"]]
+    return out.sort_values("image_name").reset_index(drop=True)
+
+
+def subject_bootstrap_ci(
+    values: np.ndarray, subjects: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile interval of the mean of ``values`` when whole subjects are resampled with
+    replacement (each draw keeps the number of subjects; a subject brings all its images)."""
+    v = np.asarray(values, dtype=np.float64)
+    s = np.asarray(subjects)
+    if v.shape != s.shape or v.ndim != 1 or v.size == 0:
+        raise ValueError(f"values and subjects must be equal-length, non-empty 1-D arrays, got {v.shape} and {s.shape}")
+    if not np.isfinite(v).all():
+        raise ValueError("values must be finite (pair only images both runs measured)")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be positive, got {n_boot}")
+    codes, uniq = pd.factorize(pd.Series(s))
+    sums = np.bincount(codes, weights=v, minlength=len(uniq))
+    counts = np.bincount(codes, minlength=len(uniq)).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(uniq), size=(n_boot, len(uniq)))
+    means = sums[draws].sum(axis=1) / counts[draws].sum(axis=1)
+    tail = (1.0 - level) / 2.0 * 100.0
+    lo, hi = np.percentile(means, [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
+def _agreement(err: pd.Series) -> dict[str, float]:
+    ok = err.dropna()
+    ae = ok.abs()
+    ba = bland_altman(ok.to_numpy(), np.zeros(len(ok)))
+    return {
+        "n": int(len(ok)),
+        "failed": int(err.isna().sum()),
+        "mae": float(ae.mean()),
+        "median_ae": float(ae.median()),
+        "bias": float(ok.mean()),
+        "loa_low": ba["loa_low"],
+        "loa_high": ba["loa_high"],
+        "p95_ae": float(ae.quantile(0.95)),
+    }
+
+
+def compare_runs(a: RunErrors, b: RunErrors, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Agreement of each run with the sonographer and the paired difference (see the module
+    docstring). Each run's own figures use every image it measured; the paired figures use the
+    images both measured."""
+    pairs = pair_runs(a, b)
+    both = pairs.dropna(subset=["err_a", "err_b"])
+    if both.empty:
+        raise ValueError(f"no image was measured by both {a.label} and {b.label}")
+    d = both["err_a"].abs().to_numpy() - both["err_b"].abs().to_numpy()
+    lo, hi = subject_bootstrap_ci(d, both["subject"].to_numpy(), n_boot=n_boot, seed=seed)
+    test = wilcoxon_paired(both["err_a"].abs().to_numpy(), both["err_b"].abs().to_numpy())
+    terciles = pd.qcut(both["ref_hc_mm"], 3)
+    by_tercile = [
+        {
+            "ref_hc_mm": f"{iv.left:.1f}-{iv.right:.1f}",
+            "n": int(len(g)),
+            "mae_a": float(g["err_a"].abs().mean()),
+            "mae_b": float(g["err_b"].abs().mean()),
+        }
+        for iv, g in both.groupby(terciles, observed=True)
+    ]
+    return {
+        "a": {"label": a.label, "table": str(a.path), **_agreement(pairs["err_a"])},
+        "b": {"label": b.label, "table": str(b.path), **_agreement(pairs["err_b"])},
+        "paired": {
+            "n_images": int(len(both)),
+            "n_subjects": int(both["subject"].nunique()),
+            "mae_a": float(both["err_a"].abs().mean()),
+            "mae_b": float(both["err_b"].abs().mean()),
+            "mae_diff": float(d.mean()),
+            "mae_diff_ci95": [lo, hi],
+            "bootstrap": {"resamples": int(n_boot), "seed": int(seed), "unit": "subject"},
+            "share_a_closer": float((d < 0).mean()),
+            "wilcoxon_p": test["p_value"],
+            "median_abs_err_diff": test["median_diff"],
+            "by_ref_hc_tercile": by_tercile,
+        },
+    }
+
+
+def runs_markdown(result: dict[str, Any]) -> str:
+    """The :func:`compare_runs` result as a Markdown report."""
+    a, b, p = result["a"], result["b"], result["paired"]
+    lo, hi = p["mae_diff_ci95"]
+    lines = [
+        "# Paired comparison of two runs (HC vs the sonographer, out-of-fold)",
+        "",
+        f"- A: `{a['label']}` (`{a['table']}`)",
+        f"- B: `{b['label']}` (`{b['table']}`)",
+        "",
+        "Both runs measured the same images on the same folds against the same reference HC (checked).",
+        "",
+        "| run | images measured | failed | HC MAE mm | median AE mm | bias mm | LoA low mm | LoA high mm | 95th pct AE mm |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in (("A", a), ("B", b)):
+        lines.append(
+            f"| {name} | {r['n']} | {r['failed']} | {r['mae']:.3f} | {r['median_ae']:.3f} | {r['bias']:.3f} | "
+            f"{r['loa_low']:.2f} | {r['loa_high']:.2f} | {r['p95_ae']:.2f} |"
+        )
+    lines += [
+        "",
+        f"Paired, on the {p['n_images']} images ({p['n_subjects']} subjects) both runs measured: HC MAE "
+        f"{p['mae_a']:.3f} mm (A) vs {p['mae_b']:.3f} mm (B); difference A - B = {p['mae_diff']:+.3f} mm, "
+        f"95 % interval {lo:+.3f} to {hi:+.3f} mm ({p['bootstrap']['resamples']} bootstrap resamples of subjects, "
+        f"seed {p['bootstrap']['seed']}). A is closer to the sonographer on {100 * p['share_a_closer']:.1f} % of the images; "
+        f"Wilcoxon signed-rank on the absolute errors: p = {p['wilcoxon_p']:.3g}.",
+        "",
+        "| reference HC tercile (mm) | images | HC MAE A mm | HC MAE B mm |",
+        "|---|---|---|---|",
+    ]
+    for t in p["by_ref_hc_tercile"]:
+        lines.append(f"| {t['ref_hc_mm']} | {t['n']} | {t['mae_a']:.3f} | {t['mae_b']:.3f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,36 @@
+"""Command ``compare-runs``: paired out-of-fold HC comparison of two runs (not a DVC stage)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from fetalbio.reporting import write_json, write_text
+from stages._common import friendly_errors
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+@friendly_errors(ValueError, FileNotFoundError)
+def main(
+    run_a: str = typer.Argument(..., help="RUN_DIR:VARIANT of run A, e.g. results/full-cpu-4:seg_deeplabv3plus."),
+    run_b: str = typer.Argument(..., help="RUN_DIR:VARIANT of run B, e.g. results/full-cpu-baseline:seg_unet."),
+    out_md: Path = typer.Option(..., "--out", help="Markdown report to write.", dir_okay=False),
+    out_json: Path | None = typer.Option(None, "--json", help="The same figures as JSON.", dir_okay=False),
+    resamples: int = typer.Option(2000, min=100, help="Bootstrap resamples (of subjects) for the MAE difference's interval."),
+    seed: int = typer.Option(0, help="Bootstrap seed."),
+) -> None:
+    """Pair two runs' out-of-fold HC errors image by image (same images, folds and reference
+    required) and report each run's agreement with the sonographer, the MAE difference A - B
+    with a subject-bootstrap 95 % interval, the Wilcoxon test and the MAE by HC tercile."""
+    from fetalbio.reporting.runs import compare_runs, read_run, runs_markdown
+
+    result = compare_runs(read_run(run_a), read_run(run_b), n_boot=resamples, seed=seed)
+    write_text(out_md, runs_markdown(result))
+    if out_json is not None:
+        write_json(out_json, result)
+    p = result["paired"]
+    lo, hi = p["mae_diff_ci95"]
+    typer.echo(f"compare-runs: HC MAE {p['mae_a']:.3f} (A) vs {p['mae_b']:.3f} (B) mm on {p['n_images']} images; A - B {p['mae_diff']:+.3f} mm [{lo:+.3f}, {hi:+.3f}] -> {out_md}")

@@ -1,0 +1,142 @@
+"""compare-runs: two runs' per-image HC errors paired image by image, with the checks that make
+the pairing honest (same images, folds, reference) and a subject-grouped bootstrap."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from fetalbio.cli import app
+from fetalbio.reporting.runs import compare_runs, pair_runs, read_run, runs_markdown, subject_bootstrap_ci
+
+runner = CliRunner()
+
+
+def _table(n_subjects: int = 40, seed: int = 0) -> pd.DataFrame:
+    """Two images per subject (``007_HC.png``, ``007_2HC.png``), five folds by subject."""
+    rng = np.random.default_rng(seed)
+    names, folds = [], []
+    for s in range(n_subjects):
+        for suffix in ("HC", "2HC"):
+            names.append(f"{s:03d}_{suffix}.png")
+            folds.append(s % 5)
+    return pd.DataFrame(
+        {
+            "image_name": names,
+            "fold": folds,
+            "status": "ok",
+            "ref_hc_mm": rng.uniform(60.0, 190.0, len(names)),
+            "hc_err_mm": rng.normal(0.0, 1.5, len(names)),
+            "hc_abs_err_mm": 0.0,  # extra columns are ignored
+        }
+    )
+
+
+def _write(root: Path, variant: str, table: pd.DataFrame) -> str:
+    d = root / "plots" / "variants" / variant
+    d.mkdir(parents=True)
+    table.to_csv(d / "per_image.csv", index=False)
+    return f"{root}:{variant}"
+
+
+def test_paired_difference_and_interval(tmp_path: Path) -> None:
+    a = _table()
+    b = a.copy()
+    # B is worse by exactly 1 mm on every image: |err| + 1 with the sign kept
+    b["hc_err_mm"] = np.sign(a["hc_err_mm"]) * (a["hc_err_mm"].abs() + 1.0)
+    b.loc[3, "hc_err_mm"] = np.nan  # a failed fit in B: counted, left out of the pairs
+    res = compare_runs(read_run(_write(tmp_path / "A", "v", a)), read_run(_write(tmp_path / "B", "w", b)), n_boot=500)
+    p = res["paired"]
+    assert res["a"]["n"] == 80 and res["a"]["failed"] == 0
+    assert res["b"]["n"] == 79 and res["b"]["failed"] == 1
+    assert p["n_images"] == 79 and p["n_subjects"] == 40
+    assert p["mae_diff"] == pytest.approx(-1.0)
+    lo, hi = p["mae_diff_ci95"]
+    assert lo == pytest.approx(-1.0) and hi == pytest.approx(-1.0)  # a constant difference has no spread
+    assert p["share_a_closer"] == 1.0 and p["wilcoxon_p"] < 1e-6
+    assert res["a"]["mae"] == pytest.approx(a["hc_err_mm"].abs().mean())
+    assert res["b"]["bias"] == pytest.approx(b["hc_err_mm"].mean())
+    assert sum(t["n"] for t in p["by_ref_hc_tercile"]) == 79
+    md = runs_markdown(res)
+    assert "| B | 79 | 1 |" in md and "-1.000 mm" in md
+
+
+def test_no_difference_interval_covers_zero(tmp_path: Path) -> None:
+    a = _table(seed=1)
+    b = a.copy()
+    b["hc_err_mm"] = _table(seed=2)["hc_err_mm"]  # same distribution, other draws
+    p = compare_runs(read_run(_write(tmp_path / "A", "v", a)), read_run(_write(tmp_path / "B", "v", b)))["paired"]
+    lo, hi = p["mae_diff_ci95"]
+    assert lo < p["mae_diff"] < hi
+    assert lo < 0.0 < hi
+
+
+def test_subject_bootstrap_resamples_whole_subjects() -> None:
+    # one subject with many identical images dominates an image bootstrap, not a subject one
+    values = np.array([10.0] * 50 + [0.0, 0.0, 0.0, 0.0])
+    subjects = np.array(["big"] * 50 + ["a", "b", "c", "d"])
+    lo, hi = subject_bootstrap_ci(values, subjects, n_boot=4000, seed=0)
+    # a draw without "big" has mean 0; one with it is far above; the interval spans both
+    assert lo == pytest.approx(0.0) and hi > 9.0
+    assert subject_bootstrap_ci(values, subjects, n_boot=200, seed=3) == subject_bootstrap_ci(values, subjects, n_boot=200, seed=3)
+    with pytest.raises(ValueError, match="finite"):
+        subject_bootstrap_ci(np.array([1.0, np.nan]), np.array(["a", "b"]))
+
+
+def test_different_folds_refused(tmp_path: Path) -> None:
+    a = _table()
+    b = a.copy()
+    b.loc[b["image_name"] == "012_2HC.png", "fold"] = 4
+    with pytest.raises(ValueError, match=r"different folds: 1 image\(s\) differ, e.g. 012_2HC.png is in fold 2"):
+        pair_runs(read_run(_write(tmp_path / "A", "v", a)), read_run(_write(tmp_path / "B", "v", b)))
+
+
+def test_different_images_refused(tmp_path: Path) -> None:
+    a = _table()
+    b = a.drop(index=[5]).reset_index(drop=True)
+    with pytest.raises(ValueError, match=r"1 image\(s\) only in .*A/plots/variants/v/per_image.csv \(002_2HC.png\)"):
+        pair_runs(read_run(_write(tmp_path / "A", "v", a)), read_run(_write(tmp_path / "B", "v", b)))
+
+
+def test_different_reference_refused(tmp_path: Path) -> None:
+    a = _table()
+    b = a.copy()
+    b.loc[0, "ref_hc_mm"] += 2.0
+    with pytest.raises(ValueError, match="different reference HCs: 1 image.*000_HC.png"):
+        pair_runs(read_run(_write(tmp_path / "A", "v", a)), read_run(_write(tmp_path / "B", "v", b)))
+
+
+def test_bad_tables_name_file_row_and_column(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="expected RUN_DIR:VARIANT"):
+        read_run("results-without-variant")
+    with pytest.raises(FileNotFoundError, match="no per-image table at"):
+        read_run(f"{tmp_path}:nothing")
+    t = _table().drop(columns=["fold"])
+    with pytest.raises(ValueError, match=r"per_image.csv: missing column\(s\) fold"):
+        read_run(_write(tmp_path / "A", "v", t))
+    t = _table().astype({"hc_err_mm": object})
+    t.loc[6, "hc_err_mm"] = "1.2mm"
+    with pytest.raises(ValueError, match=r"per_image.csv: row 8, column hc_err_mm: '1.2mm' is not a finite number"):
+        read_run(_write(tmp_path / "B", "v", t))
+    t = _table()
+    t.loc[2, "image_name"] = t.loc[1, "image_name"]
+    with pytest.raises(ValueError, match=r"image '000_2HC.png' appears more than once \(row 4\)"):
+        read_run(_write(tmp_path / "C", "v", t))
+
+
+def test_cli_writes_report_and_reports_errors(tmp_path: Path) -> None:
+    a = _table()
+    b = a.copy()
+    b["hc_err_mm"] = a["hc_err_mm"] * 2.0
+    spec_a, spec_b = _write(tmp_path / "A", "v", a), _write(tmp_path / "B", "v", b)
+    out, js = tmp_path / "out" / "runs.md", tmp_path / "out" / "runs.json"
+    res = runner.invoke(app, ["compare-runs", spec_a, spec_b, "--out", str(out), "--json", str(js), "--resamples", "200"])
+    assert res.exit_code == 0, res.output
+    assert out.read_text().startswith("# Paired comparison of two runs")
+    assert '"mae_diff"' in js.read_text()
+    bad = runner.invoke(app, ["compare-runs", spec_a, f"{tmp_path}:missing", "--out", str(out)])
+    assert bad.exit_code == 1 and "no per-image table" in bad.output and "Traceback" not in bad.output
