@@ -7,6 +7,8 @@ its metrics/, plots/compare/, the label-audit picture and report, params.yaml, d
 fold's training summary and a `provenance.json` (source commit, data root, variants, summed
 training time). With MODEL_DEST (e.g. pretrained/fetalbio-hc18.pt) the exported model of the
 `final` stage (release/model.pt) is copied there and its card next to it as MODEL_CARD.md.
+A run stopped before `final` (`dvc repro compare`) gets no metrics/final.json or model card: the
+checkout's copies of those are the embedded sample's.
 Nothing is computed here: every number is a stage output, copied as is.
 """
 
@@ -34,6 +36,8 @@ COPY = [
     "reports/model_card.md",
 ]
 
+FINAL_OUTS = ["metrics/final.json", "reports/model_card.md"]
+
 
 def _copy(src: Path, dest: Path, rel: str) -> None:
     """``src/rel`` (a file or a folder) to ``dest/rel``. In folders, metrics/bench.json (written
@@ -54,6 +58,11 @@ def main(src: Path, dest: Path, model_dest: Path | None = None) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for rel in COPY:
         _copy(src, dest, rel)
+    stages = yaml.safe_load((src / "dvc.lock").read_text()).get("stages", {})
+    if "final" not in stages:  # a run stopped before `final` (`dvc repro compare`): the checkout's
+        for rel in FINAL_OUTS:  # final outputs are the embedded sample's, not this run's
+            (dest / rel).unlink(missing_ok=True)
+            print(f"left out {rel}: the run has no final stage")
     params = yaml.safe_load((src / "params.yaml").read_text())
     variants = list(params.get("landmark_variants", [])) + list(params.get("segmentation_variants", []))
     seconds: dict[str, float] = {}
@@ -73,6 +82,8 @@ def main(src: Path, dest: Path, model_dest: Path | None = None) -> None:
         "train_seconds_all_folds": {k: round(v, 1) for k, v in seconds.items()},
     }
     if model_dest is not None:
+        if "final" not in stages:
+            sys.exit(f"{src}: dvc.lock has no final stage, so no model of this run to copy")
         model = src / "release" / "model.pt"
         if not model.is_file():
             sys.exit(f"{model}: no exported model (run the final stage)")
