@@ -39,6 +39,15 @@ COPY = [
 FINAL_OUTS = ["metrics/final.json", "reports/model_card.md"]
 
 
+def _final_is_current(stages: dict) -> bool:
+    """``final`` is in the lock and ran on the outputs the lock records for the other stages (a
+    checkout's lock keeps the sample's `final` entry when `dvc repro compare` stops before it)."""
+    if "final" not in stages:
+        return False
+    outs = {o["path"]: o.get("md5") for name, st in stages.items() if name != "final" for o in st.get("outs", [])}
+    return all(d.get("md5") == outs[d["path"]] for d in stages["final"].get("deps", []) if d["path"] in outs)
+
+
 def _copy(src: Path, dest: Path, rel: str) -> None:
     """``src/rel`` (a file or a folder) to ``dest/rel``. In folders, metrics/bench.json (written
     by `fetalbio bench`, a command, not a stage) and the per-variant folders are left out."""
@@ -59,10 +68,11 @@ def main(src: Path, dest: Path, model_dest: Path | None = None) -> None:
     for rel in COPY:
         _copy(src, dest, rel)
     stages = yaml.safe_load((src / "dvc.lock").read_text()).get("stages", {})
-    if "final" not in stages:  # a run stopped before `final` (`dvc repro compare`): the checkout's
+    final_ran = _final_is_current(stages)
+    if not final_ran:  # a run stopped before `final` (`dvc repro compare`): the checkout's
         for rel in FINAL_OUTS:  # final outputs are the embedded sample's, not this run's
             (dest / rel).unlink(missing_ok=True)
-            print(f"left out {rel}: the run has no final stage")
+            print(f"left out {rel}: the final stage did not run on this run's outputs")
     params = yaml.safe_load((src / "params.yaml").read_text())
     variants = list(params.get("landmark_variants", [])) + list(params.get("segmentation_variants", []))
     seconds: dict[str, float] = {}
@@ -82,8 +92,8 @@ def main(src: Path, dest: Path, model_dest: Path | None = None) -> None:
         "train_seconds_all_folds": {k: round(v, 1) for k, v in seconds.items()},
     }
     if model_dest is not None:
-        if "final" not in stages:
-            sys.exit(f"{src}: dvc.lock has no final stage, so no model of this run to copy")
+        if not final_ran:
+            sys.exit(f"{src}: the final stage did not run on this run's outputs, so there is no model of this run to copy")
         model = src / "release" / "model.pt"
         if not model.is_file():
             sys.exit(f"{model}: no exported model (run the final stage)")
