@@ -39,13 +39,27 @@ COPY = [
 FINAL_OUTS = ["metrics/final.json", "reports/model_card.md"]
 
 
-def _final_is_current(stages: dict) -> bool:
-    """``final`` is in the lock and ran on the outputs the lock records for the other stages (a
-    checkout's lock keeps the sample's `final` entry when `dvc repro compare` stops before it)."""
-    if "final" not in stages:
+def _final_is_current(stages: dict, params: dict) -> bool:
+    """``final`` is in the lock, ran on the outputs the lock records for the other stages and
+    with the run's params (a checkout's lock keeps the sample's `final` entry when `dvc repro
+    compare` stops before it). Folder dependencies that several stages fill (metrics/variants,
+    models) are not compared; with nothing to compare the answer is False."""
+    final = stages.get("final")
+    if final is None:
         return False
     outs = {o["path"]: o.get("md5") for name, st in stages.items() if name != "final" for o in st.get("outs", [])}
-    return all(d.get("md5") == outs[d["path"]] for d in stages["final"].get("deps", []) if d["path"] in outs)
+    compared = 0
+    for dep in final.get("deps", []):
+        path = dep["path"]
+        if path in outs:
+            compared += 1
+            if dep.get("md5") != outs[path]:
+                return False
+    for key, value in (final.get("params") or {}).get("params.yaml", {}).items():
+        compared += 1
+        if params.get(key) != value:
+            return False
+    return compared > 0
 
 
 def _copy(src: Path, dest: Path, rel: str) -> None:
@@ -67,13 +81,14 @@ def main(src: Path, dest: Path, model_dest: Path | None = None) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for rel in COPY:
         _copy(src, dest, rel)
+    params = yaml.safe_load((src / "params.yaml").read_text())
     stages = yaml.safe_load((src / "dvc.lock").read_text()).get("stages", {})
-    final_ran = _final_is_current(stages)
+    final_ran = _final_is_current(stages, params)
     if not final_ran:  # a run stopped before `final` (`dvc repro compare`): the checkout's
         for rel in FINAL_OUTS:  # final outputs are the embedded sample's, not this run's
-            (dest / rel).unlink(missing_ok=True)
-            print(f"left out {rel}: the final stage did not run on this run's outputs")
-    params = yaml.safe_load((src / "params.yaml").read_text())
+            if (dest / rel).is_file():
+                (dest / rel).unlink()
+                print(f"left out {rel}: the final stage did not run on this run's outputs")
     variants = list(params.get("landmark_variants", [])) + list(params.get("segmentation_variants", []))
     seconds: dict[str, float] = {}
     for v in variants:

@@ -5,15 +5,17 @@ Usage: python scripts/edge_offset_effect.py RUN_DIR:VARIANT CAL_RUN_DIR:CAL_VARI
 RUN_DIR:VARIANT is a run evaluated with `postprocess.edge_offset_px: 0` (e.g.
 results/full-cpu-baseline:seg_unet). The correction only moves the fitted ellipse: both
 semi-axes shrink by the fold's edge offset, measured on that fold's training masks
-(`SegmentationTask`, `estimate_edge_offset_px`). It changes neither the weights nor which fits
-are accepted, so the corrected HC follows exactly from the per-image axis lengths that
-`evaluate` wrote (`pred_ofd_mm`, `pred_bpd_mm`, `pixel_size_mm`). The offsets are read from the
+(`SegmentationTask`, `estimate_edge_offset_px`). It changes neither the weights nor the fit, and
+it rejects only an ellipse whose short semi-axis is not longer than the offset (reason
+`too_small`, applied here too), so the corrected HC follows exactly from the per-image axis
+lengths that `evaluate` wrote (`pred_ofd_mm`, `pred_bpd_mm`, `pixel_size_mm`). RUN's own fold
+summaries must show an offset of 0 (a corrected run would be corrected twice). The offsets are read from the
 fold summaries of CAL_RUN_DIR:CAL_VARIANT, a run with `edge_offset_px: auto` on the same folds
 (the offset depends only on the fold's training masks, so any such run gives the same values).
 
 OUT_MD gets, per fold and overall, the HC error against the sonographer without and with the
 correction, and the paired comparison of the corrected run with CAL_RUN_DIR:CAL_VARIANT
-(subject-bootstrap interval of the MAE difference, Wilcoxon, as `fetalbio compare-runs`).
+(`fetalbio compare-runs`' checks and figures: same images, folds and reference).
 """
 
 from __future__ import annotations
@@ -25,38 +27,33 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fetalbio.data.ingest import subject_from_name
 from fetalbio.geometry.ellipse import ramanujan_perimeter
-from fetalbio.metrics import wilcoxon_paired
-from fetalbio.reporting.runs import subject_bootstrap_ci
+from fetalbio.reporting.runs import RunErrors, compare_runs, read_run
 
 
-def _split(spec: str) -> tuple[Path, str]:
-    run, sep, variant = spec.rpartition(":")
-    if not sep or not run or not variant:
-        sys.exit(f"{spec!r}: expected RUN_DIR:VARIANT")
-    return Path(run), variant
-
-
-def _offsets(run: Path, variant: str) -> dict[int, float]:
+def _offsets(run: Path, variant: str, required: bool = True) -> dict[int, float]:
+    """Edge offset (px) per fold from the fold summaries (results/<run>/folds or a checkout's
+    models/); a missing offset counts as 0 unless ``required``."""
     out = {}
     for path in sorted((run / "folds" / variant).glob("fold*.json")) or sorted((run / "models" / variant).glob("fold*/summary.json")):
         s = json.loads(path.read_text())
         off = (s.get("calibration") or {}).get("edge_offset_px")
-        if off is None:
+        if off is None and required:
             sys.exit(f"{path}: no calibration.edge_offset_px (was the run trained with edge_offset_px: auto?)")
-        out[int(s["fold"])] = float(off)
-    if not out:
+        out[int(s["fold"])] = float(off or 0.0)
+    if not out and required:
         sys.exit(f"{run}: no fold summaries of {variant} under folds/ or models/")
     return out
 
 
 def main(spec: str, cal_spec: str, out_md: Path) -> None:
-    run, variant = _split(spec)
-    cal_run, cal_variant = _split(cal_spec)
-    d = pd.read_csv(run / "plots" / "variants" / variant / "per_image.csv")
-    ref = pd.read_csv(cal_run / "plots" / "variants" / cal_variant / "per_image.csv")
-    offsets = _offsets(cal_run, cal_variant)
+    plain, cal = read_run(spec), read_run(cal_spec)  # spec parsing and table checks of compare-runs
+    run, variant = plain.path.parents[3], plain.path.parent.name
+    own = _offsets(run, variant, required=False)
+    if any(v != 0.0 for v in own.values()):
+        sys.exit(f"{spec}: its folds already have an edge offset ({own}); this script is for a run evaluated with edge_offset_px: 0")
+    offsets = _offsets(cal.path.parents[3], cal.path.parent.name)
+    d = pd.read_csv(plain.path)
     missing = sorted(set(d["fold"]) - set(offsets))
     if missing:
         sys.exit(f"{cal_spec}: no edge offset for fold(s) {missing}")
@@ -66,15 +63,23 @@ def main(spec: str, cal_spec: str, out_md: Path) -> None:
     if np.nanmax(np.abs(check)) > 0.01:
         sys.exit(f"{spec}: pred_hc_mm does not follow from the axis lengths (max gap {np.nanmax(np.abs(check)):.3f} mm)")
     off = d["fold"].map(offsets)
-    d["hc_corrected_mm"] = np.asarray(ramanujan_perimeter((a_px - off).to_numpy(), (b_px - off).to_numpy())) * d["pixel_size_mm"]
+    too_small = np.minimum(a_px, b_px) <= off  # the pipeline rejects these ellipses (reason too_small)
+    hc = np.asarray(ramanujan_perimeter((a_px - off).to_numpy(), (b_px - off).to_numpy())) * d["pixel_size_mm"]
     d["err_plain"] = d["pred_hc_mm"] - d["ref_hc_mm"]
-    d["err_corrected"] = d["hc_corrected_mm"] - d["ref_hc_mm"]
+    d["err_corrected"] = np.where(too_small, np.nan, hc - d["ref_hc_mm"])
+    corrected = RunErrors(
+        f"{spec} + edge correction",
+        plain.path,
+        pd.DataFrame({"image_name": d["image_name"], "fold": d["fold"], "hc_err_mm": d["err_corrected"], "ref_hc_mm": d["ref_hc_mm"]}),
+    )
+    res = compare_runs(corrected, cal, n_boot=2000, seed=0)
     lines = [
         f"# The mask-edge correction applied to `{spec}`",
         "",
         f"Written by `python scripts/edge_offset_effect.py {spec} {cal_spec} {out_md}`. HC error against the sonographer (mm), "
-        f"out-of-fold; edge offsets (original px) from the fold summaries of `{cal_spec}`. Failed fits stay failed "
-        f"({int(d['err_plain'].isna().sum())} here).",
+        f"out-of-fold; edge offsets (original px) from the fold summaries of `{cal_spec}`. Failed fits: "
+        f"{int(d['err_plain'].isna().sum())} without the correction, {int(d['err_corrected'].isna().sum())} with it "
+        f"({int((too_small & d['err_plain'].notna()).sum())} ellipses too small for the offset).",
         "",
         "| fold | images | offset px | MAE without | bias without | MAE with | bias with |",
         "|---|---|---|---|---|---|---|",
@@ -84,28 +89,21 @@ def main(spec: str, cal_spec: str, out_md: Path) -> None:
             f"| {fold} | {len(g)} | {offsets[int(fold)]:.3f} | {g['err_plain'].abs().mean():.3f} | {g['err_plain'].mean():+.3f} | "
             f"{g['err_corrected'].abs().mean():.3f} | {g['err_corrected'].mean():+.3f} |"
         )
-    e0, e1 = d["err_plain"], d["err_corrected"]
+    e0, c, p = d["err_plain"], res["a"], res["paired"]
+    lo, hi = p["mae_diff_ci95"]
+    both = d[["image_name", "err_corrected"]].merge(cal.table[["image_name", "hc_err_mm"]], on="image_name", validate="one_to_one").dropna()
     lines += [
-        f"| all | {len(d)} | | {e0.abs().mean():.3f} | {e0.mean():+.3f} | {e1.abs().mean():.3f} | {e1.mean():+.3f} |",
+        f"| all | {len(d)} | | {e0.abs().mean():.3f} | {e0.mean():+.3f} | {c['mae']:.3f} | {c['bias']:+.3f} |",
         "",
-        f"With the correction: median absolute error {e1.abs().median():.3f} mm, 95 % limits of agreement "
-        f"{e1.mean() - 1.96 * e1.std():.2f} to {e1.mean() + 1.96 * e1.std():.2f} mm.",
-    ]
-    m = d.merge(ref[["image_name", "fold", "hc_err_mm"]], on="image_name", suffixes=("", "_ref"), validate="one_to_one")
-    if (m["fold"] != m["fold_ref"]).any():
-        sys.exit(f"{spec} and {cal_spec} used different folds")
-    m = m.dropna(subset=["err_corrected", "hc_err_mm_ref"])
-    diff = (m["err_corrected"].abs() - m["hc_err_mm_ref"].abs()).to_numpy()
-    lo, hi = subject_bootstrap_ci(diff, np.array([subject_from_name(n) for n in m["image_name"]]), n_boot=2000, seed=0)
-    p = wilcoxon_paired(m["err_corrected"].abs().to_numpy(), m["hc_err_mm_ref"].abs().to_numpy())["p_value"]
-    avg = ((m["hc_corrected_mm"] + m["hc_err_mm_ref"] + m["ref_hc_mm"]) / 2.0 - m["ref_hc_mm"]).abs()
-    lines += [
+        f"With the correction: median absolute error {c['median_ae']:.3f} mm, 95 % limits of agreement "
+        f"{c['loa_low']:.2f} to {c['loa_high']:.2f} mm.",
         "",
-        f"Paired with `{cal_spec}` on the {len(m)} images both measured: MAE {m['err_corrected'].abs().mean():.3f} (corrected) vs "
-        f"{m['hc_err_mm_ref'].abs().mean():.3f} mm; difference {diff.mean():+.3f} mm, 95 % interval {lo:+.3f} to {hi:+.3f} mm "
-        f"(2000 bootstrap resamples of subjects, seed 0); Wilcoxon p = {p:.3g}. Correlation of the two signed errors: "
-        f"{np.corrcoef(m['err_corrected'], m['hc_err_mm_ref'])[0, 1]:.2f}. The mean of the two HCs per image would have "
-        f"MAE {avg.mean():.3f} mm (two forward passes).",
+        f"Paired with `{cal_spec}` on the {p['n_images']} images both measured (same folds and reference, checked): MAE "
+        f"{p['mae_a']:.3f} (corrected) vs {p['mae_b']:.3f} mm; difference {p['mae_diff']:+.3f} mm, 95 % interval {lo:+.3f} to {hi:+.3f} mm "
+        f"({p['bootstrap']['resamples']} bootstrap resamples of subjects, seed {p['bootstrap']['seed']}); image-level Wilcoxon "
+        f"p = {p['wilcoxon_p']:.3g}. Correlation of the two signed errors (corrected run and `{cal_spec}`): "
+        f"{np.corrcoef(both['err_corrected'], both['hc_err_mm'])[0, 1]:.2f}. The mean of the two HCs per image would have "
+        f"MAE {((both['err_corrected'] + both['hc_err_mm']) / 2.0).abs().mean():.3f} mm (two forward passes).",
     ]
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text("\n".join(lines) + "\n", encoding="utf-8")

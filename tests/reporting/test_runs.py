@@ -124,8 +124,49 @@ def test_bad_tables_name_file_row_and_column(tmp_path: Path) -> None:
         read_run(_write(tmp_path / "B", "v", t))
     t = _table()
     t.loc[2, "image_name"] = t.loc[1, "image_name"]
-    with pytest.raises(ValueError, match=r"image '000_2HC.png' appears more than once \(row 4\)"):
+    with pytest.raises(ValueError, match=r"row 4, column image_name: '000_2HC.png' appears more than once"):
         read_run(_write(tmp_path / "C", "v", t))
+    t = _table().astype({"fold": object})
+    t.loc[9, "fold"] = ""
+    with pytest.raises(ValueError, match=r"row 11, column fold: '' is not a fold number"):
+        read_run(_write(tmp_path / "D", "v", t))
+    t = _table()
+    t.loc[0, "ref_hc_mm"] = np.inf
+    with pytest.raises(ValueError, match=r"row 2, column ref_hc_mm: 'inf' is not a finite number"):
+        read_run(_write(tmp_path / "E", "v", t))
+    (tmp_path / "F" / "plots" / "variants" / "v").mkdir(parents=True)
+    (tmp_path / "F" / "plots" / "variants" / "v" / "per_image.csv").write_text("")
+    with pytest.raises(ValueError, match=r"F/plots/variants/v/per_image.csv: not a readable CSV table"):
+        read_run(f"{tmp_path / 'F'}:v")
+
+
+def test_terciles_and_limits(tmp_path: Path) -> None:
+    a = _table()
+    ref = a["ref_hc_mm"].to_numpy()
+    a["hc_err_mm"] = np.where(ref > np.quantile(ref, 2 / 3), 3.0, 0.5)  # only the largest heads are off
+    b = a.copy()
+    b["hc_err_mm"] = -1.0
+    b.loc[0, "hc_err_mm"] = 1.0  # one sign flip: the absolute error ties with the others
+    res = compare_runs(read_run(_write(tmp_path / "A", "v", a)), read_run(_write(tmp_path / "B", "v", b)), n_boot=200)
+    t = res["paired"]["by_ref_hc_tercile"]
+    assert [x["mae_a"] for x in t] == pytest.approx([0.5, 0.5, 3.0])
+    assert [x["mae_b"] for x in t] == pytest.approx([1.0, 1.0, 1.0])
+    assert [x["n"] for x in t] == [27, 26, 27]
+    e = b["hc_err_mm"]
+    assert res["b"]["loa_low"] == pytest.approx(e.mean() - 1.96 * e.std())
+    assert res["b"]["loa_high"] == pytest.approx(e.mean() + 1.96 * e.std())
+    assert res["b"]["median_ae"] == 1.0 and res["b"]["p95_ae"] == 1.0
+    assert res["paired"]["share_tied"] == 0.0
+    assert res["paired"]["share_a_closer"] == pytest.approx(np.mean(a["hc_err_mm"] < 1.0))
+
+
+def test_no_common_measurement_refused(tmp_path: Path) -> None:
+    a = _table()
+    b = a.copy()
+    a.loc[: len(a) // 2 - 1, "hc_err_mm"] = np.nan
+    b.loc[len(b) // 2 :, "hc_err_mm"] = np.nan
+    with pytest.raises(ValueError, match="no image was measured by both"):
+        compare_runs(read_run(_write(tmp_path / "A", "v", a)), read_run(_write(tmp_path / "B", "v", b)))
 
 
 def test_cli_writes_report_and_reports_errors(tmp_path: Path) -> None:

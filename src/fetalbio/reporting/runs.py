@@ -12,8 +12,10 @@ difference:
   (``A - B``, negative when A is better) with a 95 % bootstrap interval that resamples
   **subjects** (images of one pregnancy are not independent; subjects are read from the file
   names as :func:`~fetalbio.data.ingest.subject_from_name` does at ingest), the Wilcoxon
-  signed-rank test of the absolute errors, the share of images where A is closer, and the MAE
-  of both by tercile of the reference HC.
+  signed-rank test of the absolute errors (image-level: it takes the images as independent),
+  the share of images where A is strictly closer, and the MAE of both by tercile of the
+  reference HC (the terciles of :func:`~fetalbio.metrics.biometry.errors_by_tercile`, as
+  ``evaluate`` reports them).
 
 Each run is given as ``RUN_DIR:VARIANT``; its errors are read from
 ``RUN_DIR/plots/variants/VARIANT/per_image.csv`` (the ``evaluate`` stage's per-image table,
@@ -31,6 +33,7 @@ import pandas as pd
 
 from fetalbio.data.ingest import subject_from_name
 from fetalbio.metrics import bland_altman, wilcoxon_paired
+from fetalbio.metrics.biometry import errors_by_tercile, measurement_errors
 
 __all__ = ["RunErrors", "compare_runs", "pair_runs", "read_run", "runs_markdown", "subject_bootstrap_ci"]
 
@@ -57,24 +60,33 @@ def read_run(spec: str) -> RunErrors:
     path = Path(run_dir) / "plots" / "variants" / variant / "per_image.csv"
     if not path.is_file():
         raise FileNotFoundError(f"{spec}: no per-image table at {path} (run `dvc repro` there, or check the variant name)")
-    table = pd.read_csv(path)
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    try:  # as text first, so that a bad cell is quoted as written
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable CSV table ({exc})") from exc
+    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (an evaluate stage's per_image.csv has them)")
-    dup = table["image_name"][table["image_name"].duplicated()]
-    if len(dup):
-        raise ValueError(f"{path}: image {dup.iloc[0]!r} appears more than once (row {int(dup.index[0]) + 2})")
-    table = table[list(REQUIRED_COLUMNS)].copy()
-    for col in ("hc_err_mm", "ref_hc_mm"):
-        num = pd.to_numeric(table[col], errors="coerce").astype(np.float64)
-        # an empty cell is a failed fit (hc_err_mm) and is counted; text or inf is a broken table
-        bad = table[col].notna() & ~np.isfinite(num.fillna(np.inf))
-        if col == "ref_hc_mm":
-            bad |= table[col].isna()
-        if bad.any():
-            i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ValueError(f"{path}: row {i + 2}, column {col}: {table[col].iloc[i]!r} is not a finite number")
-        table[col] = num
+    raw = raw[list(REQUIRED_COLUMNS)].apply(lambda col: col.str.strip())
+
+    def _bad(col: str, mask: pd.Series, what: str) -> None:
+        if mask.any():
+            i = int(np.flatnonzero(mask.to_numpy())[0])
+            raise ValueError(f"{path}: row {i + 2}, column {col}: {raw[col].iloc[i]!r} {what}")
+
+    _bad("image_name", raw["image_name"] == "", "is empty; every row names its image")
+    dup = raw["image_name"].duplicated()
+    _bad("image_name", dup, "appears more than once")
+    fold = pd.to_numeric(raw["fold"], errors="coerce")
+    _bad("fold", fold.isna() | (fold != fold.round()), "is not a fold number")
+    num = {c: pd.to_numeric(raw[c], errors="coerce").astype(np.float64) for c in ("hc_err_mm", "ref_hc_mm")}
+    # an empty (or NaN) hc_err_mm is a failed fit and is counted; any other text or inf is a broken table
+    empty_err = raw["hc_err_mm"].str.lower().isin(["", "nan"])
+    _bad("hc_err_mm", ~empty_err & ~np.isfinite(num["hc_err_mm"].fillna(np.inf)), "is not a finite number (a failed fit is an empty cell)")
+    _bad("ref_hc_mm", ~np.isfinite(num["ref_hc_mm"].fillna(np.inf)), "is not a finite number")
+    table = pd.DataFrame(
+        {"image_name": raw["image_name"], "fold": fold.astype(int), "hc_err_mm": num["hc_err_mm"].where(~empty_err), "ref_hc_mm": num["ref_hc_mm"]}
+    )
     return RunErrors(spec, path, table.reset_index(drop=True))
 
 
@@ -149,19 +161,20 @@ def subject_bootstrap_ci(
     return float(lo), float(hi)
 
 
-def _agreement(err: pd.Series) -> dict[str, float]:
-    ok = err.dropna()
-    ae = ok.abs()
-    ba = bland_altman(ok.to_numpy(), np.zeros(len(ok)))
+def _agreement(err: pd.Series, ref: pd.Series) -> dict[str, float]:
+    """Agreement of ``ref + err`` with ``ref`` (:func:`measurement_errors`, :func:`bland_altman`)."""
+    pred = (ref + err).to_numpy()
+    m = measurement_errors(pred, ref.to_numpy())
+    ba = bland_altman(pred, ref.to_numpy())
     return {
-        "n": int(len(ok)),
-        "failed": int(err.isna().sum()),
-        "mae": float(ae.mean()),
-        "median_ae": float(ae.median()),
-        "bias": float(ok.mean()),
+        "n": int(m["n"] - m["n_failed"]),
+        "failed": int(m["n_failed"]),
+        "mae": m["mae"],
+        "median_ae": m["median_ae"],
+        "bias": m["bias"],
         "loa_low": ba["loa_low"],
         "loa_high": ba["loa_high"],
-        "p95_ae": float(ae.quantile(0.95)),
+        "p95_ae": float(err.abs().quantile(0.95)),
     }
 
 
@@ -176,19 +189,16 @@ def compare_runs(a: RunErrors, b: RunErrors, n_boot: int = 2000, seed: int = 0) 
     d = both["err_a"].abs().to_numpy() - both["err_b"].abs().to_numpy()
     lo, hi = subject_bootstrap_ci(d, both["subject"].to_numpy(), n_boot=n_boot, seed=seed)
     test = wilcoxon_paired(both["err_a"].abs().to_numpy(), both["err_b"].abs().to_numpy())
-    terciles = pd.qcut(both["ref_hc_mm"], 3)
+    ref = both["ref_hc_mm"].to_numpy()
+    ta = errors_by_tercile(ref + both["err_a"].to_numpy(), ref)["terciles"]  # the evaluate stage's terciles
+    tb = errors_by_tercile(ref + both["err_b"].to_numpy(), ref)["terciles"]
     by_tercile = [
-        {
-            "ref_hc_mm": f"{iv.left:.1f}-{iv.right:.1f}",
-            "n": int(len(g)),
-            "mae_a": float(g["err_a"].abs().mean()),
-            "mae_b": float(g["err_b"].abs().mean()),
-        }
-        for iv, g in both.groupby(terciles, observed=True)
+        {"ref_hc_mm": f"{x['hc_low_mm']:.1f}-{x['hc_high_mm']:.1f}", "n": int(x["n"]), "mae_a": x["mae"], "mae_b": y["mae"]}
+        for x, y in zip(ta, tb)
     ]
     return {
-        "a": {"label": a.label, "table": str(a.path), **_agreement(pairs["err_a"])},
-        "b": {"label": b.label, "table": str(b.path), **_agreement(pairs["err_b"])},
+        "a": {"label": a.label, "table": str(a.path), **_agreement(pairs["err_a"], pairs["ref_hc_mm"])},
+        "b": {"label": b.label, "table": str(b.path), **_agreement(pairs["err_b"], pairs["ref_hc_mm"])},
         "paired": {
             "n_images": int(len(both)),
             "n_subjects": int(both["subject"].nunique()),
@@ -198,6 +208,7 @@ def compare_runs(a: RunErrors, b: RunErrors, n_boot: int = 2000, seed: int = 0) 
             "mae_diff_ci95": [lo, hi],
             "bootstrap": {"resamples": int(n_boot), "seed": int(seed), "unit": "subject"},
             "share_a_closer": float((d < 0).mean()),
+            "share_tied": float((d == 0).mean()),
             "wilcoxon_p": test["p_value"],
             "median_abs_err_diff": test["median_diff"],
             "by_ref_hc_tercile": by_tercile,
@@ -230,8 +241,9 @@ def runs_markdown(result: dict[str, Any]) -> str:
         f"Paired, on the {p['n_images']} images ({p['n_subjects']} subjects) both runs measured: HC MAE "
         f"{p['mae_a']:.3f} mm (A) vs {p['mae_b']:.3f} mm (B); difference A - B = {p['mae_diff']:+.3f} mm, "
         f"95 % interval {lo:+.3f} to {hi:+.3f} mm ({p['bootstrap']['resamples']} bootstrap resamples of subjects, "
-        f"seed {p['bootstrap']['seed']}). A is closer to the sonographer on {100 * p['share_a_closer']:.1f} % of the images; "
-        f"Wilcoxon signed-rank on the absolute errors: p = {p['wilcoxon_p']:.3g}.",
+        f"seed {p['bootstrap']['seed']}). A is strictly closer to the sonographer on {100 * p['share_a_closer']:.1f} % of the images "
+        f"(ties: {100 * p['share_tied']:.1f} %). Wilcoxon signed-rank on the absolute errors, images taken as independent: "
+        f"p = {p['wilcoxon_p']:.3g} (the interval, not this test, allows for several images of one subject).",
         "",
         "| reference HC tercile (mm) | images | HC MAE A mm | HC MAE B mm |",
         "|---|---|---|---|",
