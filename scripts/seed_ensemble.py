@@ -19,7 +19,9 @@ sonographer:
 - of the members' ensemble: the mean of their raw outputs, as `Predictor` and
   `final.source: folds` average an ensemble, decoded with the first member's calibration.
 
-Every image is measured by models that did not train on it.
+Every image is measured by models that did not train on it. The per-image errors go to OUT_MD
+with a .csv suffix, and the ensemble's gain over the pipeline run gets a subject-bootstrap
+interval.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ import pandas as pd
 import torch
 
 from compare_fits import load_fold_model  # scripts/ is on sys.path when run as a script
+from fetalbio.data.ingest import subject_from_name
+from fetalbio.metrics import wilcoxon_paired
+from fetalbio.reporting.runs import subject_bootstrap_ci
 from fetalbio.config import TrainConfig
 from fetalbio.data.io import read_gray8
 from fetalbio.data.transforms import Letterbox, normalize
@@ -111,7 +116,17 @@ def main(run: Path, variant: str, out_md: Path, extras: list[Path]) -> None:
     same = d.dropna(subset=cols)
     lines.append(f"| same images (MAE) | {len(same)} | " + " | ".join(f"{same[c].abs().mean():.3f}" for c in cols) + " |")
     lines.append("| same images (95th pct AE) | | " + " | ".join(f"{same[c].abs().quantile(0.95):.2f}" for c in cols) + " |")
+    gain = (same["ensemble"].abs() - same["pipeline run"].abs()).to_numpy()
+    lo, hi = subject_bootstrap_ci(gain, np.array([subject_from_name(n) for n in same["image"]]), n_boot=2000, seed=0)
+    p = wilcoxon_paired(same["ensemble"].abs().to_numpy(), same["pipeline run"].abs().to_numpy())["p_value"]
+    lines += [
+        "",
+        f"Ensemble minus `pipeline run`, paired on the {len(same)} same images: MAE difference {gain.mean():+.3f} mm, "
+        f"95 % interval {lo:+.3f} to {hi:+.3f} mm (2000 bootstrap resamples of subjects, seed 0); image-level Wilcoxon "
+        f"p = {p:.3g}. Per-image errors: `{out_md.with_suffix('.csv').name}`.",
+    ]
     out_md.parent.mkdir(parents=True, exist_ok=True)
+    d.to_csv(out_md.with_suffix(".csv"), index=False, float_format="%.6g")
     out_md.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
