@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from fetalbio.geometry.ellipse import ramanujan_perimeter
-from fetalbio.reporting.runs import RunErrors, compare_runs, read_run
+from fetalbio.reporting.runs import RunErrors, compare_runs, pair_runs, read_run
 
 
 def _offsets(run: Path, variant: str, required: bool = True) -> dict[int, float]:
@@ -91,7 +91,7 @@ def main(spec: str, cal_spec: str, out_md: Path) -> None:
         )
     e0, c, p = d["err_plain"], res["a"], res["paired"]
     lo, hi = p["mae_diff_ci95"]
-    both = d[["image_name", "err_corrected"]].merge(cal.table[["image_name", "hc_err_mm"]], on="image_name", validate="one_to_one").dropna()
+    both = pair_runs(corrected, cal).dropna(subset=["err_a", "err_b"])  # the images compare_runs paired
     lines += [
         f"| all | {len(d)} | | {e0.abs().mean():.3f} | {e0.mean():+.3f} | {c['mae']:.3f} | {c['bias']:+.3f} |",
         "",
@@ -102,8 +102,8 @@ def main(spec: str, cal_spec: str, out_md: Path) -> None:
         f"{p['mae_a']:.3f} (corrected) vs {p['mae_b']:.3f} mm; difference {p['mae_diff']:+.3f} mm, 95 % interval {lo:+.3f} to {hi:+.3f} mm "
         f"({p['bootstrap']['resamples']} bootstrap resamples of subjects, seed {p['bootstrap']['seed']}); image-level Wilcoxon "
         f"p = {p['wilcoxon_p']:.3g}. Correlation of the two signed errors (corrected run and `{cal_spec}`): "
-        f"{np.corrcoef(both['err_corrected'], both['hc_err_mm'])[0, 1]:.2f}. The mean of the two HCs per image would have "
-        f"MAE {((both['err_corrected'] + both['hc_err_mm']) / 2.0).abs().mean():.3f} mm (two forward passes).",
+        f"{np.corrcoef(both['err_a'], both['err_b'])[0, 1]:.2f}. The mean of the two HCs per image would have "
+        f"MAE {((both['err_a'] + both['err_b']) / 2.0).abs().mean():.3f} mm (two forward passes).",
     ]
     out_md.parent.mkdir(parents=True, exist_ok=True)
     out_md.write_text("\n".join(lines) + "\n", encoding="utf-8")

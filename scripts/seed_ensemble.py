@@ -35,9 +35,7 @@ import pandas as pd
 import torch
 
 from compare_fits import load_fold_model  # scripts/ is on sys.path when run as a script
-from fetalbio.data.ingest import subject_from_name
-from fetalbio.metrics import wilcoxon_paired
-from fetalbio.reporting.runs import subject_bootstrap_ci
+from fetalbio.reporting.runs import RunErrors, compare_runs
 from fetalbio.config import TrainConfig
 from fetalbio.data.io import read_gray8
 from fetalbio.data.transforms import Letterbox, normalize
@@ -116,14 +114,18 @@ def main(run: Path, variant: str, out_md: Path, extras: list[Path]) -> None:
     same = d.dropna(subset=cols)
     lines.append(f"| same images (MAE) | {len(same)} | " + " | ".join(f"{same[c].abs().mean():.3f}" for c in cols) + " |")
     lines.append("| same images (95th pct AE) | | " + " | ".join(f"{same[c].abs().quantile(0.95):.2f}" for c in cols) + " |")
-    gain = (same["ensemble"].abs() - same["pipeline run"].abs()).to_numpy()
-    lo, hi = subject_bootstrap_ci(gain, np.array([subject_from_name(n) for n in same["image"]]), n_boot=2000, seed=0)
-    p = wilcoxon_paired(same["ensemble"].abs().to_numpy(), same["pipeline run"].abs().to_numpy())["p_value"]
+    ref = same["image"].map(table.set_index("image_name")["hc_mm"])
+
+    def as_run(col: str) -> RunErrors:
+        return RunErrors(col, out_md, pd.DataFrame({"image_name": same["image"], "fold": same["fold"], "hc_err_mm": same[col], "ref_hc_mm": ref}))
+
+    p = compare_runs(as_run("ensemble"), as_run("pipeline run"), n_boot=2000, seed=0)["paired"]  # as `fetalbio compare-runs`
+    lo, hi = p["mae_diff_ci95"]
     lines += [
         "",
-        f"Ensemble minus `pipeline run`, paired on the {len(same)} same images: MAE difference {gain.mean():+.3f} mm, "
+        f"Ensemble minus `pipeline run`, paired on the {p['n_images']} same images: MAE difference {p['mae_diff']:+.3f} mm, "
         f"95 % interval {lo:+.3f} to {hi:+.3f} mm (2000 bootstrap resamples of subjects, seed 0); image-level Wilcoxon "
-        f"p = {p:.3g}. Per-image errors: `{out_md.with_suffix('.csv').name}`.",
+        f"p = {p['wilcoxon_p']:.3g}. Per-image errors: `{out_md.with_suffix('.csv').name}`.",
     ]
     out_md.parent.mkdir(parents=True, exist_ok=True)
     d.to_csv(out_md.with_suffix(".csv"), index=False, float_format="%.6g")

@@ -110,30 +110,38 @@ def test_different_reference_refused(tmp_path: Path) -> None:
         pair_runs(read_run(_write(tmp_path / "A", "v", a)), read_run(_write(tmp_path / "B", "v", b)))
 
 
-def test_bad_tables_name_file_row_and_column(tmp_path: Path) -> None:
+def _set(row: int, col: str, value):
+    """A table edit: cell (row, col) of :func:`_table` set to ``value``."""
+
+    def edit(t: pd.DataFrame) -> pd.DataFrame:
+        t = t.astype({col: object})
+        t.loc[row, col] = value
+        return t
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t.drop(columns=["fold"]), r"per_image.csv: missing column\(s\) fold"),
+        (_set(6, "hc_err_mm", "1.2mm"), r"per_image.csv: row 8, column hc_err_mm: '1.2mm' is not a finite number"),
+        (_set(2, "image_name", "000_2HC.png"), r"row 4, column image_name: '000_2HC.png' appears more than once"),
+        (_set(9, "fold", ""), r"row 11, column fold: '' is not a fold number"),
+        (_set(0, "ref_hc_mm", np.inf), r"row 2, column ref_hc_mm: 'inf' is not a finite number"),
+    ],
+    ids=["missing-column", "text-error", "repeated-image", "empty-fold", "infinite-reference"],
+)
+def test_bad_tables_name_file_row_and_column(tmp_path: Path, edit, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        read_run(_write(tmp_path / "A", "v", edit(_table())))
+
+
+def test_bad_specs_and_unreadable_tables(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="expected RUN_DIR:VARIANT"):
         read_run("results-without-variant")
     with pytest.raises(FileNotFoundError, match="no per-image table at"):
         read_run(f"{tmp_path}:nothing")
-    t = _table().drop(columns=["fold"])
-    with pytest.raises(ValueError, match=r"per_image.csv: missing column\(s\) fold"):
-        read_run(_write(tmp_path / "A", "v", t))
-    t = _table().astype({"hc_err_mm": object})
-    t.loc[6, "hc_err_mm"] = "1.2mm"
-    with pytest.raises(ValueError, match=r"per_image.csv: row 8, column hc_err_mm: '1.2mm' is not a finite number"):
-        read_run(_write(tmp_path / "B", "v", t))
-    t = _table()
-    t.loc[2, "image_name"] = t.loc[1, "image_name"]
-    with pytest.raises(ValueError, match=r"row 4, column image_name: '000_2HC.png' appears more than once"):
-        read_run(_write(tmp_path / "C", "v", t))
-    t = _table().astype({"fold": object})
-    t.loc[9, "fold"] = ""
-    with pytest.raises(ValueError, match=r"row 11, column fold: '' is not a fold number"):
-        read_run(_write(tmp_path / "D", "v", t))
-    t = _table()
-    t.loc[0, "ref_hc_mm"] = np.inf
-    with pytest.raises(ValueError, match=r"row 2, column ref_hc_mm: 'inf' is not a finite number"):
-        read_run(_write(tmp_path / "E", "v", t))
     (tmp_path / "F" / "plots" / "variants" / "v").mkdir(parents=True)
     (tmp_path / "F" / "plots" / "variants" / "v" / "per_image.csv").write_text("")
     with pytest.raises(ValueError, match=r"F/plots/variants/v/per_image.csv: not a readable CSV table"):
