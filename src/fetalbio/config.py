@@ -143,6 +143,10 @@ class VariantConfig:
     ``arch`` goes to the model builder, ``codec`` to the codec (landmark variants), ``loss`` /
     ``loss_cfg`` override the registry's default loss, ``postprocess`` to the mask -> ellipse
     step (segmentation variants), ``train`` overrides keys of the common ``train`` section.
+    ``seeds``: empty (default), one network trained with the top-level ``seed``; otherwise one
+    network per seed (a seed ensemble), each trained exactly as a run with that top-level
+    ``seed`` would train it, whose raw outputs are averaged for the held-out predictions and in
+    the exported model.
     """
 
     arch: dict = dataclasses.field(default_factory=dict)
@@ -153,10 +157,19 @@ class VariantConfig:
     mask_source: Literal["sonographer", "landmarks"] = "sonographer"
     postprocess: dict = dataclasses.field(default_factory=dict)
     train: dict = dataclasses.field(default_factory=dict)
+    seeds: list[int] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.geometric_prior < 0:
             raise ConfigError(f"geometric_prior must be >= 0, got {self.geometric_prior}")
+        if not isinstance(self.seeds, list) or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds):
+            raise ConfigError(f"seeds must be a list of non-negative integers, got {self.seeds!r}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds must not repeat a seed, got {self.seeds}")
+
+    def member_seeds(self, seed: int) -> list[int]:
+        """The seed of every network of the variant: ``seeds``, or the run's ``seed`` alone."""
+        return list(self.seeds) if self.seeds else [int(seed)]
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from pathlib import Path
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -123,6 +124,72 @@ def _process_group(dctx: DistContext, tcfg: TrainConfig) -> Iterator[torch.devic
         ddp.teardown(created)
 
 
+def member_checkpoint_name(index: int, seed: int) -> str:
+    """File name of a fold's network ``index`` (trained with ``seed``): ``model.pt`` for the
+    first, so a one-network variant has the layout it always had, ``model_seed<seed>.pt`` for
+    the other members of a seed ensemble."""
+    return "model.pt" if index == 0 else f"model_seed{seed}.pt"
+
+
+def member_checkpoints(fold_dir: Path) -> list[Path]:
+    """Every network checkpoint of a fold folder, first member first (its ``summary.json``
+    lists the members' seeds; a folder without one has ``model.pt`` alone)."""
+    fold_dir = Path(fold_dir)
+    summary = fold_dir / "summary.json"
+    seeds = json.loads(summary.read_text(encoding="utf-8")).get("member_seeds") if summary.is_file() else None
+    names = [member_checkpoint_name(i, s) for i, s in enumerate(seeds)] if seeds else ["model.pt"]
+    return [fold_dir / n for n in names]
+
+
+@dataclass
+class _Member:
+    """One trained network of a fold (a seed ensemble has several)."""
+
+    seed: int
+    task: Task
+    tr_rows: pd.DataFrame
+    va_rows: pd.DataFrame
+    result: FitResult | None
+    calibration: dict | None  # None on ranks other than 0
+
+
+def _train_member(
+    table: pd.DataFrame, fold: int, table_dir: Path, variant: str, vcfg: VariantConfig, tcfg: TrainConfig, seed: int, device: torch.device,
+    dctx: DistContext, calibration: dict | None, log_dir: Path | None, resume_dir: Path | None,
+) -> _Member:
+    """Train one network on every fold but ``fold``, exactly as a run with top-level ``seed``
+    does (initialisation, inner split, augmentation draws). ``calibration``: set it instead of
+    measuring it (the members of a fold share their training rows, so their calibration too).
+    ``log_dir``: the dvclive folder (rank 0); None on the other ranks."""
+    seed_everything(seed)
+    task = build_task(variant, vcfg, tcfg)
+    pool = table[table["fold"] != fold]
+    usable = pool[[task.trainable(float(w), bool(m)) for w, m in zip(pool["weight"], pool["mask_path"].fillna("") != "")]]
+    tr_rows, va_rows = inner_split(usable, tcfg.inner_val_frac, seed + fold)
+    train_ds = BiometryDataset(tr_rows, table_dir, task, tcfg, train=True, seed=seed + fold)
+    val_ds = BiometryDataset(va_rows, table_dir, task, tcfg, train=False)
+    if calibration is not None:
+        task.set_calibration(calibration)
+    elif dctx.is_main:  # training rows only, never the held-out fold; rank 0 alone decodes, so only it calibrates
+        calibration = task.calibrate(usable, table_dir)
+    key = resume_key(variant, vcfg, tcfg, seed, fold, tr_rows, va_rows)
+    if log_dir is None:
+        fit(task, train_ds, val_ds, _score_fn(task, val_ds), tcfg, seed + fold, device, None, resume_dir=resume_dir, resume_key=key, dist_ctx=dctx)
+        return _Member(seed, task, tr_rows, va_rows, None, None)
+
+    from dvclive import Live
+
+    with Live(dir=str(log_dir), save_dvc_exp=False, dvcyaml=None) as live:
+        def log(epoch: int, row: dict[str, float]) -> None:
+            for k, v in row.items():
+                if k != "epoch":
+                    live.log_metric(k, v)
+            live.next_step()
+
+        result = fit(task, train_ds, val_ds, _score_fn(task, val_ds), tcfg, seed + fold, device, log, resume_dir=resume_dir, resume_key=key, dist_ctx=dctx)
+    return _Member(seed, task, tr_rows, va_rows, result, calibration)
+
+
 def train_fold(
     clean: pd.DataFrame,
     folds: pd.DataFrame,
@@ -139,6 +206,13 @@ def train_fold(
     ``oof.csv`` (held-out predictions), ``masks/`` (segmentation), ``dvclive/``, ``summary.json``.
     ``resume_dir``: where :func:`fit` keeps its per-epoch resume file (None: none is written).
 
+    A seed ensemble (``vcfg.seeds`` with more than one seed) trains one network per seed, one
+    after the other, each as a run with that top-level ``seed`` would; the first is
+    ``model.pt`` with its log in ``dvclive/``, the others ``model_seed<s>.pt`` with
+    ``dvclive_seed<s>/`` (and resume files under ``resume_dir/seed<s>``). The held-out
+    predictions decode the mean of their raw outputs, as ``predict`` does with the exported
+    ensemble.
+
     Launched by ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) this joins the process
     group (unless the caller already did), trains with DistributedDataParallel, lets rank 0 alone
     write every output and the resume file while the other ranks wait, and leaves the group it
@@ -152,37 +226,27 @@ def train_fold(
             raise ValueError(f"{len(missing)}+ cleaned rows have no fold (e.g. {missing}); rerun build_folds")
         if fold not in set(table["fold"]):
             raise ValueError(f"fold {fold} does not exist; folds are {sorted(set(table['fold']))}")
-        seed_everything(seed)
+        seeds = vcfg.member_seeds(seed)
         if device is None:
+            seed_everything(seeds[0])
             device = select_device(tcfg)
-        task = build_task(variant, vcfg, tcfg)
         held = table[table["fold"] == fold].reset_index(drop=True)
-        pool = table[table["fold"] != fold]
-        usable = pool[[task.trainable(float(w), bool(m)) for w, m in zip(pool["weight"], pool["mask_path"].fillna("") != "")]]
-        tr_rows, va_rows = inner_split(usable, tcfg.inner_val_frac, seed + fold)
-        train_ds = BiometryDataset(tr_rows, table_dir, task, tcfg, train=True, seed=seed + fold)
-        val_ds = BiometryDataset(va_rows, table_dir, task, tcfg, train=False)
-        # training rows only, never the held-out fold; rank 0 alone decodes and writes, so only it calibrates
-        calibration = task.calibrate(usable, table_dir) if dctx.is_main else None
-
-        from dvclive import Live
-
-        key = resume_key(variant, vcfg, tcfg, seed, fold, tr_rows, va_rows)
-        if not dctx.is_main:  # only rank 0 logs, predicts and writes; the others train, then wait for its summary
-            fit(task, train_ds, val_ds, _score_fn(task, val_ds), tcfg, seed + fold, device, None, resume_dir=resume_dir, resume_key=key, dist_ctx=dctx)
+        members: list[_Member] = []
+        calibration: dict | None = None
+        member_resume_dirs = [resume_dir if resume_dir is None or len(seeds) == 1 else Path(resume_dir) / f"seed{s}" for s in seeds]
+        for i, (s, own_resume) in enumerate(zip(seeds, member_resume_dirs)):
+            log_dir = (out_dir / ("dvclive" if i == 0 else f"dvclive_seed{s}")) if dctx.is_main else None
+            if log_dir is not None:
+                out_dir.mkdir(parents=True, exist_ok=True)
+            m = _train_member(table, fold, table_dir, variant, vcfg, tcfg, s, device, dctx, calibration, log_dir, own_resume)
+            members.append(m)
+            calibration = m.calibration
+        if not dctx.is_main:  # only rank 0 predicts and writes; the others trained, now they wait for its summary
             return ddp.broadcast_object(None)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with Live(dir=str(out_dir / "dvclive"), save_dvc_exp=False, dvcyaml=None) as live:
-            def log(epoch: int, row: dict[str, float]) -> None:
-                for k, v in row.items():
-                    if k != "epoch":
-                        live.log_metric(k, v)
-                live.next_step()
 
-            result: FitResult = fit(task, train_ds, val_ds, _score_fn(task, val_ds), tcfg, seed + fold, device, log, resume_dir=resume_dir, resume_key=key, dist_ctx=dctx)
-
+        task = members[0].task
         held_ds = BiometryDataset(held, table_dir, task, tcfg, train=False, with_targets=False)
-        preds = predict(task, held_ds, tcfg, device)
+        preds = predict(task, held_ds, tcfg, device, models=[m.task.model for m in members])
         mask_paths = [""] * len(preds)
         if task.family == "segmentation":
             for i, (name, p) in enumerate(zip(held["image_name"], preds)):
@@ -191,40 +255,54 @@ def train_fold(
                 mask_paths[i] = rel.as_posix()
         write_csv(out_dir / "oof.csv", predictions_frame(held, preds, fold, mask_paths))
 
-        config = {
-            "variant": variant,
-            "spec": dataclasses.asdict(spec),
-            "variant_cfg": dataclasses.asdict(vcfg),
-            "train_cfg": dataclasses.asdict(tcfg),
-            "fold": fold,
-            "seed": seed,
-            "best_epoch": result.best_epoch,
-            "calibration": calibration,
-            "training_data_hash": table_hash(tr_rows[["image_name", *POINT_COLUMNS, "weight"]]),
-        }
-        save_checkpoint(out_dir / "model.pt", task.model, config)
+        for i, m in enumerate(members):
+            config = {
+                "variant": variant,
+                "spec": dataclasses.asdict(spec),
+                "variant_cfg": dataclasses.asdict(vcfg),
+                "train_cfg": dataclasses.asdict(tcfg),
+                "fold": fold,
+                "seed": m.seed,
+                "best_epoch": m.result.best_epoch,
+                "calibration": calibration,
+                "training_data_hash": table_hash(m.tr_rows[["image_name", *POINT_COLUMNS, "weight"]]),
+            }
+            save_checkpoint(out_dir / member_checkpoint_name(i, m.seed), m.task.model, config)
+        first = members[0]
         summary = {
             "variant": variant,
             "family": spec.family,
             "fold": fold,
             "device": device.type,
-            "n_train": len(tr_rows),
-            "n_inner_val": len(va_rows),
+            "n_train": len(first.tr_rows),
+            "n_inner_val": len(first.va_rows),
             "n_heldout": len(held),
             "n_failed_heldout": int(sum(p.status != "ok" for p in preds)),
-            "best_epoch": result.best_epoch,
-            "epochs_run": result.epochs_run,
-            "resumed_from_epoch": result.resumed_from_epoch,
-            "best_inner_val_score": result.best_score,
+            "best_epoch": first.result.best_epoch,
+            "epochs_run": first.result.epochs_run,
+            "resumed_from_epoch": first.result.resumed_from_epoch,
+            "best_inner_val_score": first.result.best_score,
             "inner_val_score_kind": "mre_px" if spec.family == "landmark" else "one_minus_dice",
             "calibration": calibration,
-            "train_seconds": round(result.seconds, 2),
-            "train_images_per_s": round(result.train_images_per_s, 2),
+            "train_seconds": round(sum(m.result.seconds for m in members), 2),
+            "train_images_per_s": round(first.result.train_images_per_s, 2),
             "world_size": dctx.world_size,
             "batch_size_per_process": tcfg.batch_size,
         }
+        if len(members) > 1:
+            summary["member_seeds"] = [m.seed for m in members]
+            summary["members"] = [
+                {"seed": m.seed, "checkpoint": member_checkpoint_name(i, m.seed), "n_train": len(m.tr_rows), "n_inner_val": len(m.va_rows),
+                 "best_epoch": m.result.best_epoch, "epochs_run": m.result.epochs_run, "best_inner_val_score": m.result.best_score,
+                 "train_seconds": round(m.result.seconds, 2)}
+                for i, m in enumerate(members)
+            ]
         write_json(out_dir / "summary.json", summary)
-        clear_resume(resume_dir)  # only now: a kill while predicting the held-out fold resumes too
+        # only now: a kill while predicting the held-out fold resumes too
+        for d in member_resume_dirs:
+            clear_resume(d)
+        if len(seeds) > 1:
+            clear_resume(resume_dir)  # the members' parent folder, when left empty
         if dctx.enabled:
             summary = ddp.broadcast_object(summary)  # releases the waiting ranks
         return summary

@@ -20,6 +20,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Callable
 
 import numpy as np
@@ -31,7 +32,7 @@ from fetalbio.engine import distributed as ddp
 from fetalbio.engine.dataset import BiometryDataset
 from fetalbio.engine.distributed import DistContext
 from fetalbio.reporting.files import write_torch
-from fetalbio.tasks.base import ImagePrediction, Task
+from fetalbio.tasks.base import ImagePrediction, Task, average_outputs
 
 CHECKPOINT_FORMAT = 1
 
@@ -104,16 +105,20 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
 
 
 @torch.no_grad()
-def predict(task: Task, ds: BiometryDataset, tcfg: TrainConfig, device: torch.device, measure: bool = True) -> list[ImagePrediction]:
+def predict(task: Task, ds: BiometryDataset, tcfg: TrainConfig, device: torch.device, measure: bool = True,
+            models: Sequence[torch.nn.Module] | None = None) -> list[ImagePrediction]:
     """Predictions for every item of ``ds`` (in order), in original-image pixels.
-    ``measure=False``: what validation scoring needs only (see :meth:`Task.decode`)."""
-    model = task.model
-    model.eval()
+    ``measure=False``: what validation scoring needs only (see :meth:`Task.decode`).
+    ``models``: the networks of an ensemble (default: ``task.model`` alone); their raw outputs
+    are averaged (:func:`~fetalbio.tasks.base.average_outputs`) and decoded by ``task``."""
+    nets = list(models) if models is not None else [task.model]
+    for net in nets:
+        net.eval()
     out: list[ImagePrediction] = []
     for batch in _loader(ds, tcfg, device, shuffle=False, seed=0):
         b = _to_device(batch, device)
         with _autocast(device, tcfg.amp):
-            y = model(b["image"])
+            y = average_outputs([net(b["image"]) for net in nets])
         lbs = [ds.samples[int(i)].letterbox for i in batch["index"]]
         out.extend(task.decode(y, lbs, measure=measure))
     return out

@@ -7,7 +7,9 @@ sonographer (``metrics/compare.json``, out-of-fold numbers), or a named variant.
 ``source: refit`` trains the variant once more on all usable cleaned rows, with the same
 subject-grouped inner split for early stopping as the fold models (so 1 - inner_val_frac of the
 rows fit the weights). ``source: folds`` exports the K fold models as an ensemble (their raw
-outputs are averaged): no training, K times the inference cost.
+outputs are averaged): no training, K times the inference cost. A seed ensemble
+(``variants.<name>.seeds``) is refit once per seed and exported as that many networks; with
+``folds`` every member of every fold is exported.
 
 The ``uncertain`` flag of ``fetalbio predict`` fires above the ``uncertain_quantile`` of the
 per-image uncertainties the variant produced on held-out folds (so about 1 - q of images like
@@ -27,7 +29,7 @@ import pandas as pd
 from fetalbio import POINT_COLUMNS, __version__
 from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.engine.dataset import BiometryDataset
-from fetalbio.engine.run import UNC_COLUMNS, _score_fn, inner_split, table_hash
+from fetalbio.engine.run import UNC_COLUMNS, _score_fn, inner_split, member_checkpoints, table_hash
 from fetalbio.engine.train import fit, load_checkpoint, seed_everything, select_device
 from fetalbio.inference.model_file import model_payload, save_model
 from fetalbio.tasks import build_task
@@ -68,13 +70,14 @@ def uncertainty_threshold(oof: pd.DataFrame, quantile: float) -> float | None:
 
 
 def read_fold_outputs(variant_dir: Path) -> tuple[pd.DataFrame, list[Path], list[dict]]:
-    """All held-out predictions, checkpoint paths and training summaries of a variant's folds."""
+    """All held-out predictions, checkpoint paths (every member of every fold) and training
+    summaries of a variant's folds."""
     folds = sorted(p for p in Path(variant_dir).glob("fold*") if (p / "oof.csv").is_file())
     if not folds:
         raise FileNotFoundError(f"no fold*/oof.csv under {variant_dir}: train the variant first")
     oof = pd.concat([pd.read_csv(p / "oof.csv", dtype={"image_name": str, "reason": str, "mask_path": str}) for p in folds], ignore_index=True)
     summaries = [pd.read_json(p / "summary.json", typ="series").to_dict() for p in folds if (p / "summary.json").is_file()]
-    return oof, [p / "model.pt" for p in folds], summaries
+    return oof, [ck for p in folds for ck in member_checkpoints(p)], summaries
 
 
 def refit_all_rows(clean: pd.DataFrame, table_dir: Path, variant: str, vcfg: VariantConfig, tcfg: TrainConfig, seed: int) -> tuple[dict, dict, dict]:
@@ -136,8 +139,11 @@ def export_final(
     threshold = uncertainty_threshold(oof, uncertain_quantile)
     t0 = time.perf_counter()
     if source == "refit":
-        sd, calibration, train_summary = refit_all_rows(clean, table_dir, variant, vcfg, tcfg, seed)
-        state_dicts = [sd]
+        refits = [refit_all_rows(clean, table_dir, variant, vcfg, tcfg, s) for s in vcfg.member_seeds(seed)]
+        state_dicts = [sd for sd, _, _ in refits]
+        calibration, train_summary = refits[0][1], refits[0][2]  # the members share their rows, so their calibration
+        if len(refits) > 1:
+            train_summary = {"member_seeds": vcfg.member_seeds(seed), "members": [summ for _, _, summ in refits]}
     else:
         state_dicts, calibration = gather_folds(checkpoints)
         train_summary = {"n_models": len(state_dicts), "fold_best_epochs": [s.get("best_epoch") for s in fold_summaries]}

@@ -22,7 +22,7 @@ from fetalbio.data.transforms import Letterbox, normalize
 from fetalbio.geometry.ellipse import Ellipse, ellipse_from_points
 from fetalbio.inference.model_file import LoadedModel
 from fetalbio.metrics.biometry import diameters_px, ga_weeks_hadlock, ramanujan_hc
-from fetalbio.tasks.base import ImagePrediction
+from fetalbio.tasks.base import ImagePrediction, average_outputs
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 UNC_COLUMNS = [f"unc_{p}" for p in POINT_NAMES]
@@ -44,15 +44,6 @@ class Measured:
     reason: str
 
 
-def _average(outputs: list):
-    """Mean of the raw outputs of an ensemble (tensors, or lists of tensors)."""
-    if len(outputs) == 1:
-        return outputs[0]
-    if isinstance(outputs[0], (list, tuple)):
-        return [torch.stack(list(parts)).mean(0) for parts in zip(*outputs)]
-    return torch.stack(outputs).mean(0)
-
-
 class Predictor:
     """Preprocess like training (letterbox + normalisation), run the network(s), decode."""
 
@@ -72,7 +63,7 @@ class Predictor:
     def forward(self, batch: torch.Tensor):
         """Raw network output(s) of a preprocessed ``(B, 1, H, W)`` batch, ensemble-averaged."""
         x = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        return _average([net(x) for net in self.nets])
+        return average_outputs([net(x) for net in self.nets])
 
     def decode(self, output, letterboxes: list[Letterbox]) -> list[ImagePrediction]:
         return self.model.tasks[0].decode(output, letterboxes)

@@ -13,6 +13,18 @@ def _num(d: dict, *path: str, fmt: str = "{:.2f}") -> str:
     return "–" if d is None else fmt.format(d)
 
 
+def _training_line(source: str, train: dict[str, Any]) -> str:
+    if source != "refit":
+        return f"- Fold models: best epochs {train.get('fold_best_epochs')}."
+    if "members" in train:  # a seed ensemble: one refit per seed
+        m = train["members"]
+        return (f"- Seed ensemble, refit once per seed ({', '.join(str(s) for s in train['member_seeds'])}): {m[0].get('n_train', '–')} rows fit the "
+                f"weights, {m[0].get('n_inner_val', '–')} (subject-grouped) chose the epoch; best epochs {[x.get('best_epoch') for x in m]} "
+                f"of {m[0].get('epochs_run', '–')}; the networks' raw outputs are averaged.")
+    return (f"- Refit: {train.get('n_train', '–')} rows fit the weights, {train.get('n_inner_val', '–')} (subject-grouped) chose the epoch "
+            f"({train.get('best_epoch', '–')} of {train.get('epochs_run', '–')}).")
+
+
 def model_card(final: dict[str, Any], metrics: dict[str, Any], data_root: str, n_subjects: int) -> str:
     """Markdown: what the model is, how it was trained, its cross-validated numbers, use and limits.
 
@@ -56,9 +68,7 @@ def model_card(final: dict[str, Any], metrics: dict[str, Any], data_root: str, n
         f"- `{data_root}`: {metrics.get('n_images', '–')} images of {n_subjects} pregnancies; rows and label handling as in `reports/label_audit.csv`.",
         "- Images, masks, pixel sizes and reference HC: HC18 grand challenge training set (van den Heuvel et al., PLOS ONE 2018, "
         "doi:10.1371/journal.pone.0200412; data doi:10.5281/zenodo.1327317; CC BY 4.0).",
-        f"- Refit: {train.get('n_train', '–')} rows fit the weights, {train.get('n_inner_val', '–')} (subject-grouped) chose the epoch "
-        f"({train.get('best_epoch', '–')} of {train.get('epochs_run', '–')})." if final["source"] == "refit" else
-        f"- Fold models: best epochs {train.get('fold_best_epochs')}.",
+        _training_line(final["source"], train),
         "",
         "## Cross-validated performance",
         "",

@@ -45,6 +45,16 @@ class ImagePrediction:
         return self.mask
 
 
+def average_outputs(outputs: list):
+    """Mean of the raw outputs of an ensemble's networks for one batch (tensors, or lists of
+    tensors for multi-output networks); one output is returned as it is."""
+    if len(outputs) == 1:
+        return outputs[0]
+    if isinstance(outputs[0], (list, tuple)):
+        return [torch.stack(list(parts)).mean(0) for parts in zip(*outputs)]
+    return torch.stack(outputs).mean(0)
+
+
 class Task:
     """Base class. Subclasses build ``model`` and implement the four methods below."""
 
