@@ -20,6 +20,7 @@ not look at the out-of-fold figures of `evaluate`.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -60,6 +61,15 @@ def _flip_in_image(array: torch.Tensor, lb: Letterbox) -> torch.Tensor:
     return out
 
 
+def refuse_seed_ensembles(variant_dir: Path) -> None:
+    """Exit when a fold of ``variant_dir`` is a seed ensemble (``variants.<name>.seeds``): these
+    scripts study one network per fold, and ``model.pt`` alone is only the first member of the
+    ensemble the pipeline evaluated."""
+    for summary in sorted(Path(variant_dir).glob("fold*/summary.json")):
+        if json.loads(summary.read_text(encoding="utf-8")).get("member_seeds"):
+            sys.exit(f"{summary.parent}: a seed ensemble (member_seeds in summary.json); this script measures one network per fold")
+
+
 def load_fold_model(ckpt: Path, variant: str) -> tuple[Task, TrainConfig, dict]:
     """A fold checkpoint of ``variant`` as an eval-mode task with its calibration set, its
     training configuration and the checkpoint's config dict (fold, seed, calibration)."""
@@ -82,6 +92,7 @@ def inner_val_outputs(run: Path, variant: str) -> list[tuple[str, np.ndarray, np
     folds = pd.read_csv(run / "data/folds.csv")
     table = clean.merge(folds[["image_name", "fold"]], on="image_name", how="left", validate="one_to_one")
     out = []
+    refuse_seed_ensembles(run / "models" / variant)
     for ckpt in sorted((run / "models" / variant).glob("fold*/model.pt")):
         task, tcfg, cfg = load_fold_model(ckpt, variant)
         fold = int(cfg["fold"])

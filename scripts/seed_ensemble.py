@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from compare_fits import load_fold_model  # scripts/ is on sys.path when run as a script
+from compare_fits import load_fold_model, refuse_seed_ensembles  # scripts/ is on sys.path when run as a script
 from fetalbio.reporting.runs import RunErrors, compare_runs
 from fetalbio.config import TrainConfig
 from fetalbio.data.io import read_gray8
@@ -67,6 +67,8 @@ def main(run: Path, variant: str, out_md: Path, extras: list[Path]) -> None:
     names = ["pipeline run", *(str(d) for d in extras)]
     if len(set(names)) != len(names):
         sys.exit(f"the same models folder is given twice: {', '.join(names[1:])}")
+    for d in member_dirs:
+        refuse_seed_ensembles(d)
     fold_dir = re.compile(r"fold(\d+)")
     ks = sorted({int(m.group(1)) for p in member_dirs[0].glob("fold*/model.pt") if (m := fold_dir.fullmatch(p.parent.name))})
     ks = [k for k in ks if all((d / f"fold{k}" / "model.pt").is_file() for d in member_dirs)]

@@ -16,9 +16,9 @@ reported.
 
 What is timed is what `fetalbio bench` calls `model_ms_per_image_batch1` (the speed target):
 `Predictor.forward` + `Predictor.decode` of one preprocessed image, on 2 CPU threads. Every
-round times each model once on each image, the models in turn, so a busy spell of a shared
-machine slows all of them alike; the table gives the median over rounds and images, and the
-25th / 75th percentiles. The same figures go to OUT_MD with a .json suffix.
+round times each model once on each image, the models in turn (which one goes first rotates),
+so a busy spell of a shared machine slows all of them alike; the table gives the median over
+rounds and images, and the 25th / 75th percentiles. The same figures go to OUT_MD with a .json suffix.
 """
 
 from __future__ import annotations
@@ -102,14 +102,17 @@ def main(argv: list[str]) -> None:
     if len(args) < 2 or any("=" not in a for a in args[1:]):
         sys.exit(__doc__)
     out_md = Path(args[0])
-    specs = dict(a.split("=", 1) for a in args[1:])
+    pairs = [a.split("=", 1) for a in args[1:]]
+    specs = dict(pairs)
+    if len(specs) != len(pairs):
+        sys.exit(f"a NAME is given twice: {', '.join(n for n, _ in pairs)}")
     torch.set_num_threads(THREADS)
     paths = sorted(p for p in images_dir.iterdir() if p.suffix.lower() == ".png")[:16]
     if not paths:
         sys.exit(f"{images_dir}: no .png images")
     images = [read_gray8(p).pixels for p in paths]
-    modes = {name: spec.partition("@")[2] for name, spec in specs.items()}
-    models = {name: load_any(spec.partition("@")[0]) for name, spec in specs.items()}
+    modes = {name: spec.rpartition("@")[2] if "@" in spec else "" for name, spec in specs.items()}
+    models = {name: load_any(spec.rpartition("@")[0] if "@" in spec else spec) for name, spec in specs.items()}
     preds = {name: Predictor(m, "cpu") for name, m in models.items()}
     inputs = {name: [p.preprocess(im) for im in images] for name, p in preds.items()}
     compile_s = {name: round(compiled(preds[name], mode, inputs[name][0][0][None]), 1) for name, mode in modes.items() if mode}
@@ -117,9 +120,12 @@ def main(argv: list[str]) -> None:
     for name, p in preds.items():  # warm-up
         for x, lb in inputs[name][:2]:
             p.decode(p.forward(x[None]), [lb])
-    for _ in range(rounds):
+    order = list(preds)
+    for r in range(rounds):
         for k in range(len(images)):
-            for name, p in preds.items():
+            turn = order[(r + k) % len(order):] + order[: (r + k) % len(order)]  # every model in every position, in turn
+            for name in turn:
+                p = preds[name]
                 x, lb = inputs[name][k]
                 t0 = time.perf_counter()
                 p.decode(p.forward(x[None]), [lb])
@@ -128,7 +134,7 @@ def main(argv: list[str]) -> None:
     for name, m in models.items():
         t = np.asarray(times[name]) * 1000.0
         rows[name] = {
-            "model": specs[name].partition("@")[0],
+            "model": specs[name].rpartition("@")[0] if modes[name] else specs[name],
             "variant": m.variant,
             "mode": modes[name] or "eager",
             "compile_seconds": compile_s.get(name),

@@ -25,7 +25,7 @@ def main(
     labels: Path = typer.Option(Path("data/clean/labels.csv"), help="Cleaned label table."),
     folds: Path = typer.Option(Path("data/folds.csv"), help="Fold assignment."),
     images_root: Path = typer.Option(Path("data/ingested"), help="Folder the table's image/mask paths are relative to."),
-    out_dir: Path = typer.Option(..., help="Output folder: model.pt, oof.csv, masks/, dvclive/, summary.json."),
+    out_dir: Path = typer.Option(..., help="Output folder: model.pt, oof.csv, masks/, dvclive/, summary.json (+ model_seed<s>.pt, dvclive_seed<s>/ per extra seed of a seed ensemble)."),
     resume_dir: Optional[Path] = typer.Option(None, help="Folder of the per-epoch resume file (outside models/: DVC deletes outs before a rerun); default .resume/<variant>/fold<k>."),
 ) -> None:
     """Train one variant on every fold but FOLD; predict the held-out fold."""

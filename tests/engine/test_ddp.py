@@ -73,7 +73,8 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed with gloo is not available")
-def test_two_process_training_under_torchrun(synth_clean, tiny_arch, repo: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("seeds", [[], [SEED, 7]], ids=["one_network", "seed_ensemble"])
+def test_two_process_training_under_torchrun(synth_clean, tiny_arch, repo: Path, tmp_path: Path, seeds: list[int]) -> None:
     clean, table_dir = synth_clean
     folds = assign_folds(clean, k=3, size_bins=1, seed=0)
     write_csv(tmp_path / "labels.csv", clean)
@@ -83,6 +84,7 @@ def test_two_process_training_under_torchrun(synth_clean, tiny_arch, repo: Path,
     raw["train"].update(input_width=64, input_height=64, batch_size=2, epochs=EPOCHS, warmup_epochs=1, patience=EPOCHS,
                         device="cpu", cpu_threads=1, progress=False, amp=False)
     raw["variants"][VARIANT]["arch"] = tiny_arch("unet")
+    raw["variants"][VARIANT]["seeds"] = seeds
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     work = tmp_path / "work"  # the run's working directory: what it writes lands here
     work.mkdir()
@@ -108,12 +110,15 @@ def test_two_process_training_under_torchrun(synth_clean, tiny_arch, repo: Path,
     assert sorted(p.name for p in work.iterdir()) == [".resume", "models"]
     assert not [p for p in (work / ".resume").rglob("*") if p.is_file()], "the resume file outlived the training"
     assert not (work / ".resume" / VARIANT / f"fold{HELD}").exists()
-    assert sorted(p.name for p in out.iterdir()) == ["dvclive", "model.pt", "oof.csv", "summary.json"]
+    extra = [name for s in seeds[1:] for name in (f"dvclive_seed{s}", f"model_seed{s}.pt")]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["dvclive", "model.pt", "oof.csv", "summary.json", *extra])
     assert not list(work.rglob(".*.tmp"))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["batch_size_per_process"] == 2 and summary["epochs_run"] == EPOCHS
-    logged = (out / "dvclive" / "plots" / "metrics" / "train_loss.tsv").read_text().strip().splitlines()
-    assert len(logged) == 1 + EPOCHS, "one writer: one dvclive row per epoch"
+    assert summary.get("member_seeds", []) == (seeds if len(seeds) > 1 else [])
+    for log_dir in ["dvclive", *[f"dvclive_seed{s}" for s in seeds[1:]]]:
+        logged = (out / log_dir / "plots" / "metrics" / "train_loss.tsv").read_text().strip().splitlines()
+        assert len(logged) == 1 + EPOCHS, f"one writer: one {log_dir} row per epoch"
 
     oof = pd.read_csv(out / "oof.csv", dtype={"image_name": str})
     held = folds.loc[folds["fold"] == HELD, "image_name"].astype(str)
@@ -123,7 +128,7 @@ def test_two_process_training_under_torchrun(synth_clean, tiny_arch, repo: Path,
     assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
     vcfg = from_dict(VariantConfig, raw["variants"][VARIANT], f"variants.{VARIANT}")
     tcfg = merged_train_config(from_dict(TrainConfig, raw["train"], "train"), vcfg, f"variants.{VARIANT}")
-    seed_everything(SEED)  # what train_fold builds before training
+    seed_everything(seeds[0] if seeds else SEED)  # what train_fold builds before training its first network
     initial = build_task(VARIANT, vcfg, tcfg).model.state_dict()
     assert initial.keys() == weights.keys()
     assert any(not torch.equal(initial[k], weights[k]) for k in weights if weights[k].is_floating_point()), "the weights did not train"

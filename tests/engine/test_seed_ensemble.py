@@ -18,7 +18,7 @@ from fetalbio.data.folds import assign_folds
 from fetalbio.engine.dataset import BiometryDataset
 from fetalbio.engine.run import member_checkpoints, train_fold
 from fetalbio.engine.train import load_checkpoint, predict
-from fetalbio.inference.export import export_final
+from fetalbio.inference.export import export_final, gather_folds
 from fetalbio.inference.model_file import load_model
 from fetalbio.reporting.model_card import model_card
 from fetalbio.tasks import build_task
@@ -121,7 +121,9 @@ def test_a_kill_in_the_second_member_resumes_both(runs, monkeypatch) -> None:
     assert not (out / "oof.csv").exists()
     kill, calls[:] = False, []
     summary = train_fold(*args, resume_dir=resume)
-    assert summary["members"][0]["epochs_run"] == TCFG.epochs and not resume.exists()
+    # the first member came back finished from its file, the second continued after its first epoch
+    assert [m["resumed_from_epoch"] for m in summary["members"]] == [TCFG.epochs, 1]
+    assert not resume.exists()
     assert (out / "oof.csv").read_bytes() == (r["dir"] / "oof.csv").read_bytes()
     for a, b in zip(member_checkpoints(out), member_checkpoints(r["dir"])):
         assert _same(_weights(a), _weights(b))
@@ -159,6 +161,9 @@ def test_segmentation_members_share_the_calibration(runs) -> None:
     cals = [load_checkpoint(p)["config"]["calibration"] for p in member_checkpoints(r["dir"])]
     assert len(cals) == 2 and cals[0] == cals[1] == r["summary"]["calibration"]
     assert cals[0]["edge_offset_n"] > 0
+    # exported from the folds, the fold's calibration counts once, not once per member
+    _, gathered = gather_folds(member_checkpoints(r["dir"]))
+    assert gathered == cals[0]
     oof = pd.read_csv(r["dir"] / "oof.csv", dtype={"image_name": str, "mask_path": str})
     assert len(oof) == len(_held(runs)) and len(list((r["dir"] / "masks").glob("*.png"))) == len(oof)
 
@@ -180,12 +185,36 @@ def test_final_exports_every_member(runs, tmp_path: Path, monkeypatch, source: s
     weights = [t.model.state_dict() for t in loaded.tasks]
     if source == "folds":  # the fold's members, as trained
         assert _same(weights[0], _weights(r["dir"] / "model.pt")) and _same(weights[1], _weights(r["dir"] / f"model_seed{OTHER}.pt"))
+        assert summary["train"]["fold_member_best_epochs"] == [[m["best_epoch"] for m in r["summary"]["members"]]]
+        assert "a seed ensemble per fold (seeds 42, 7)" in model_card(summary, {"n_images": 16}, "synthetic", 16)
     else:  # one refit per seed, on all rows: not the fold members
         assert summary["train"]["member_seeds"] == [SEED, OTHER] and len(summary["train"]["members"]) == 2
+        assert "train_seconds" not in json.dumps(summary["train"]), "final.json must not change from rerun to rerun"
         assert not _same(weights[0], weights[1])
         assert not _same(weights[0], _weights(r["dir"] / "model.pt"))
         card = model_card(summary, {"n_images": 16}, "synthetic", 16)
         assert f"Seed ensemble, refit once per seed ({SEED}, {OTHER})" in card
+
+
+def test_member_files_that_no_summary_lists_are_refused(runs, tmp_path: Path) -> None:
+    d = tmp_path / "fold1"
+    d.mkdir()
+    for name in ("model.pt", "oof.csv", f"model_seed{OTHER}.pt"):
+        (d / name).write_bytes((runs["ens"]["dir"] / name).read_bytes())
+    with pytest.raises(ValueError, match=rf"model_seed{OTHER}.pt not listed as members in summary.json"):
+        member_checkpoints(d)
+
+
+def test_the_resume_key_does_not_depend_on_the_seeds_list(tiny_arch) -> None:
+    """A one-network run keeps the key it had before ``seeds`` existed; adding a seed to an
+    ensemble keeps the existing members' resume files usable."""
+    from fetalbio.engine.run import resume_key
+
+    rows = pd.DataFrame({"image_name": ["a.png"], "weight": [1.0]})
+    keys = {resume_key("hm_unet", VariantConfig(arch=tiny_arch("unet"), seeds=seeds), TCFG, SEED, HELD, rows, rows)
+            for seeds in ([], [SEED], [SEED, OTHER], [SEED, OTHER, 3])}
+    assert len(keys) == 1
+    assert resume_key("hm_unet", VariantConfig(arch=tiny_arch("unet")), TCFG, OTHER, HELD, rows, rows) not in keys
 
 
 @pytest.mark.parametrize("seeds, message", [

@@ -94,7 +94,9 @@ def resume_key(variant: str, vcfg: VariantConfig, tcfg: TrainConfig, seed: int, 
     cols = ["image_name", "image_sha256", *POINT_COLUMNS, "weight", "mask_path"]  # image_sha256: pixels changed under the same name
     blob = json.dumps({
         "variant": variant,
-        "variant_cfg": dataclasses.asdict(vcfg),
+        # without `seeds`: the member's own seed is below, so a one-network run keeps the key it
+        # had before seed ensembles existed, and adding a seed keeps the other members' files
+        "variant_cfg": {k: v for k, v in dataclasses.asdict(vcfg).items() if k != "seeds"},
         "train_cfg": {k: v for k, v in dataclasses.asdict(tcfg).items() if k != "progress"},
         "seed": seed,
         "fold": fold,
@@ -138,6 +140,9 @@ def member_checkpoints(fold_dir: Path) -> list[Path]:
     summary = fold_dir / "summary.json"
     seeds = json.loads(summary.read_text(encoding="utf-8")).get("member_seeds") if summary.is_file() else None
     names = [member_checkpoint_name(i, s) for i, s in enumerate(seeds)] if seeds else ["model.pt"]
+    unlisted = sorted(p.name for p in fold_dir.glob("model_seed*.pt") if p.name not in names)
+    if unlisted:
+        raise ValueError(f"{fold_dir}: {', '.join(unlisted)} not listed as members in {summary.name} (an interrupted or mixed training: rerun it)")
     return [fold_dir / n for n in names]
 
 
@@ -228,7 +233,6 @@ def train_fold(
             raise ValueError(f"fold {fold} does not exist; folds are {sorted(set(table['fold']))}")
         seeds = vcfg.member_seeds(seed)
         if device is None:
-            seed_everything(seeds[0])
             device = select_device(tcfg)
         held = table[table["fold"] == fold].reset_index(drop=True)
         members: list[_Member] = []
@@ -293,8 +297,8 @@ def train_fold(
             summary["member_seeds"] = [m.seed for m in members]
             summary["members"] = [
                 {"seed": m.seed, "checkpoint": member_checkpoint_name(i, m.seed), "n_train": len(m.tr_rows), "n_inner_val": len(m.va_rows),
-                 "best_epoch": m.result.best_epoch, "epochs_run": m.result.epochs_run, "best_inner_val_score": m.result.best_score,
-                 "train_seconds": round(m.result.seconds, 2)}
+                 "best_epoch": m.result.best_epoch, "epochs_run": m.result.epochs_run, "resumed_from_epoch": m.result.resumed_from_epoch,
+                 "best_inner_val_score": m.result.best_score, "train_seconds": round(m.result.seconds, 2)}
                 for i, m in enumerate(members)
             ]
         write_json(out_dir / "summary.json", summary)

@@ -106,9 +106,13 @@ def refit_all_rows(clean: pd.DataFrame, table_dir: Path, variant: str, vcfg: Var
 
 
 def gather_folds(checkpoints: list[Path]) -> tuple[list[dict], dict]:
-    """The fold models' state dicts and their calibration (numeric values averaged over folds)."""
+    """The fold models' state dicts and their calibration (numeric values averaged over folds;
+    the members of a fold's seed ensemble share one calibration, counted once)."""
     cks = [load_checkpoint(p) for p in checkpoints]
-    cals = [ck["config"].get("calibration", {}) for ck in cks]
+    per_fold: dict[Any, dict] = {}
+    for i, ck in enumerate(cks):
+        per_fold.setdefault(ck["config"].get("fold", f"checkpoint {i}"), ck["config"].get("calibration", {}))
+    cals = list(per_fold.values())
     keys = set().union(*cals) if cals else set()
     calibration = {k: float(np.mean([c[k] for c in cals if k in c])) for k in sorted(keys)}
     if "edge_offset_n" in calibration:
@@ -147,6 +151,9 @@ def export_final(
     else:
         state_dicts, calibration = gather_folds(checkpoints)
         train_summary = {"n_models": len(state_dicts), "fold_best_epochs": [s.get("best_epoch") for s in fold_summaries]}
+        if any("members" in s for s in fold_summaries):  # seed ensembles: every member's epoch, fold by fold
+            train_summary["member_seeds"] = vcfg.member_seeds(seed)
+            train_summary["fold_member_best_epochs"] = [[m.get("best_epoch") for m in s.get("members", [s])] for s in fold_summaries]
     row = next((r for r in compare.get("table", []) if r.get("variant") == variant), {})
     provenance = {
         "fetalbio_version": __version__,
@@ -160,7 +167,7 @@ def export_final(
     }
     provenance["export_seconds"] = round(time.perf_counter() - t0, 2)
     save_model(out_path, model_payload(variant, vcfg, tcfg, state_dicts, calibration, threshold, uncertain_quantile, provenance))
-    deterministic_train = {k: v for k, v in train_summary.items() if k != "train_seconds"}  # metrics stay byte-identical on reruns
+    deterministic_train = _without_seconds(train_summary)  # metrics stay byte-identical on reruns
     return {
         "variant": variant,
         "family": get_variant(variant).family,
@@ -176,6 +183,14 @@ def export_final(
         "cross_validated": row,
         "variant_cfg": dataclasses.asdict(vcfg),
     }
+
+
+def _without_seconds(train_summary: dict[str, Any]) -> dict[str, Any]:
+    """``train_summary`` without its timings (also those of a seed ensemble's members)."""
+    out = {k: v for k, v in train_summary.items() if k != "train_seconds"}
+    if "members" in out:
+        out["members"] = [{k: v for k, v in m.items() if k != "train_seconds"} for m in out["members"]]
+    return out
 
 
 def n_parameters(state_dict: dict) -> int:

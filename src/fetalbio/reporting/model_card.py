@@ -15,12 +15,15 @@ def _num(d: dict, *path: str, fmt: str = "{:.2f}") -> str:
 
 def _training_line(source: str, train: dict[str, Any]) -> str:
     if source != "refit":
+        if "fold_member_best_epochs" in train:
+            return (f"- Fold models, a seed ensemble per fold (seeds {', '.join(str(s) for s in train['member_seeds'])}): best epochs "
+                    f"{train['fold_member_best_epochs']}; all {train.get('n_models')} networks' raw outputs are averaged.")
         return f"- Fold models: best epochs {train.get('fold_best_epochs')}."
     if "members" in train:  # a seed ensemble: one refit per seed
         m = train["members"]
         return (f"- Seed ensemble, refit once per seed ({', '.join(str(s) for s in train['member_seeds'])}): {m[0].get('n_train', '–')} rows fit the "
-                f"weights, {m[0].get('n_inner_val', '–')} (subject-grouped) chose the epoch; best epochs {[x.get('best_epoch') for x in m]} "
-                f"of {m[0].get('epochs_run', '–')}; the networks' raw outputs are averaged.")
+                f"weights, {m[0].get('n_inner_val', '–')} (subject-grouped) chose the epoch; best epoch of each "
+                f"{[x.get('best_epoch') for x in m]} of {[x.get('epochs_run') for x in m]}; the networks' raw outputs are averaged.")
     return (f"- Refit: {train.get('n_train', '–')} rows fit the weights, {train.get('n_inner_val', '–')} (subject-grouped) chose the epoch "
             f"({train.get('best_epoch', '–')} of {train.get('epochs_run', '–')}).")
 
