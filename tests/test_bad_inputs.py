@@ -231,6 +231,16 @@ def test_negative_epochs(tmp_path: Path) -> None:
     assert "train.epochs must be >= 1, got -2" in out
 
 
+@pytest.mark.parametrize("seeds, msg", [
+    ([42, 42], "variants.hm_unet: seeds must not repeat a seed, got [42, 42]"),
+    ([1, "x"], "variants.hm_unet.seeds[1] must be an integer, got 'x'"),
+])
+def test_bad_seed_ensemble(tmp_path: Path, seeds: list, msg: str) -> None:
+    p = _params(tmp_path, lambda d: d["variants"]["hm_unet"].__setitem__("seeds", seeds))
+    out = _invoke(["train", "--params", p, "--variant", "hm_unet", "--fold", "0", "--out-dir", tmp_path / "m"], 1)
+    assert msg in out and not (tmp_path / "m").exists()
+
+
 def test_missing_params_key(root: Path, tmp_path: Path) -> None:
     p = _params(tmp_path, lambda d: d["data"].pop("root"))
     out = _invoke(["ingest", "--params", p, "--out-dir", tmp_path / "ing"], 1)

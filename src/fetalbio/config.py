@@ -306,8 +306,9 @@ def from_dict(cls: type[T], raw: Any, section: str) -> T:
             raise ConfigError(f"missing key {section}.{name}")
     try:
         return cls(**kwargs)
-    except ConfigError:
-        raise
+    except ConfigError as exc:  # a __post_init__ check: say which section
+        msg = str(exc)
+        raise ConfigError(msg if msg.startswith(section) else f"{section}: {msg}") from None
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{section}: {exc}") from exc
 
