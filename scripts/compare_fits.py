@@ -61,6 +61,14 @@ def _flip_in_image(array: torch.Tensor, lb: Letterbox) -> torch.Tensor:
     return out
 
 
+def write_report(out_md: Path, lines: list[str]) -> None:
+    """Write a script's Markdown report (creating its folder) and print it."""
+    out_md.parent.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(lines)
+    out_md.write_text(text + "\n", encoding="utf-8")
+    print(text)
+
+
 def refuse_seed_ensembles(variant_dir: Path) -> None:
     """Exit when a fold of ``variant_dir`` is a seed ensemble (``variants.<name>.seeds``): these
     scripts study one network per fold, and ``model.pt`` alone is only the first member of the
@@ -146,9 +154,7 @@ def main(run: Path, variant: str, out_md: Path) -> None:
             f"| {setting} | {ae.mean():.3f} | {ae.median():.3f} | {s['hc_err_mm'].mean():.3f} | {ae.quantile(0.95):.2f} | "
             f"{ae.max():.1f} | {int(s['hc_err_mm'].isna().sum())} | {s['ms'].median():.2f} |"
         )
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    write_report(out_md, lines)
 
 
 if __name__ == "__main__":

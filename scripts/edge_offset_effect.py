@@ -30,6 +30,8 @@ import pandas as pd
 from fetalbio.geometry.ellipse import ramanujan_perimeter
 from fetalbio.reporting.runs import RunErrors, compare_runs, pair_runs, read_run
 
+from compare_fits import write_report  # scripts/ is on sys.path when run as a script
+
 
 def _offsets(run: Path, variant: str, required: bool = True) -> dict[int, float]:
     """Edge offset (px) per fold from the fold summaries (results/<run>/folds or a checkout's
@@ -105,9 +107,7 @@ def main(spec: str, cal_spec: str, out_md: Path) -> None:
         f"{np.corrcoef(both['err_a'], both['err_b'])[0, 1]:.2f}. The mean of the two HCs per image would have "
         f"MAE {((both['err_a'] + both['err_b']) / 2.0).abs().mean():.3f} mm (two forward passes).",
     ]
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
+    write_report(out_md, lines)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from compare_fits import load_fold_model, refuse_seed_ensembles  # scripts/ is on sys.path when run as a script
+from compare_fits import load_fold_model, refuse_seed_ensembles, write_report  # scripts/ is on sys.path when run as a script
 from fetalbio.reporting.runs import RunErrors, compare_runs
 from fetalbio.config import TrainConfig
 from fetalbio.data.io import read_gray8
@@ -129,10 +129,8 @@ def main(run: Path, variant: str, out_md: Path, extras: list[Path]) -> None:
         f"95 % interval {lo:+.3f} to {hi:+.3f} mm (2000 bootstrap resamples of subjects, seed 0); image-level Wilcoxon "
         f"p = {p['wilcoxon_p']:.3g}. Per-image errors: `{out_md.with_suffix('.csv').name}`.",
     ]
-    out_md.parent.mkdir(parents=True, exist_ok=True)
+    write_report(out_md, lines)
     d.to_csv(out_md.with_suffix(".csv"), index=False, float_format="%.6g")
-    out_md.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -38,8 +38,7 @@ from fetalbio.inference.export import n_parameters
 from fetalbio.inference.model_file import FORMAT, LoadedModel, load_model
 from fetalbio.inference.predictor import Predictor
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare_fits import load_fold_model  # noqa: E402
+from compare_fits import load_fold_model, write_report  # scripts/ is on sys.path when run as a script
 
 THREADS = 2
 
@@ -147,7 +146,6 @@ def main(argv: list[str]) -> None:
             "timings": int(t.size),
         }
     meta = {"threads": THREADS, "images": len(images), "rounds": rounds, "torch": torch.__version__, "python": platform.python_version()}
-    out_md.with_suffix(".json").write_text(json.dumps({"meta": meta, "models": rows}, indent=2) + "\n", encoding="utf-8")
     lines = [
         "# Latency per image: forward + decode, batch 1, 2 CPU threads",
         "",
@@ -162,9 +160,8 @@ def main(argv: list[str]) -> None:
         how = r["mode"] + (f" ({r['compile_seconds']} s to compile)" if r["compile_seconds"] is not None else "")
         lines.append(f"| {name} | `{r['model']}` | `{r['variant']}` | {how} | {r['networks']} | {r['parameters_per_network']:,} | {w}×{h} | "
                      f"**{r['ms_median']:.2f}** | {r['ms_p25']:.2f}–{r['ms_p75']:.2f} |")
-    text = "\n".join(lines) + "\n"
-    out_md.write_text(text, encoding="utf-8")
-    print(text, end="")
+    write_report(out_md, lines)
+    out_md.with_suffix(".json").write_text(json.dumps({"meta": meta, "models": rows}, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
