@@ -36,25 +36,35 @@ def friendly_errors(*kinds: type[BaseException]) -> Callable[[F], F]:
 
 
 def read_variant_names(raw: dict, params_path: Path) -> list[str]:
-    """``landmark_variants`` + ``segmentation_variants`` of the params, each checked against the
-    registry (an unknown name or a name under the wrong family is a :class:`ConfigError`)."""
+    """``variant_names`` of the params: the first-stage methods the pipeline trains, each
+    checked against the registry (an unknown name, a repeated one or the refinement stage itself
+    is a :class:`ConfigError`)."""
     from fetalbio.variants import VARIANTS
 
-    names: list[str] = []
-    for family in ("landmark", "segmentation"):
-        key = f"{family}_variants"
-        listed = get_key(raw, key, str(params_path))
-        if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
-            raise ConfigError(f"{params_path}: {key} must be a list of variant names, got {listed!r}")
-        for n in listed:
-            if n not in VARIANTS:
-                raise ConfigError(f"{params_path}: {key}: unknown variant {n!r}; valid: {', '.join(VARIANTS)}")
-            if VARIANTS[n].family != family:
-                raise ConfigError(f"{params_path}: {key}: {n!r} is a {VARIANTS[n].family} variant")
-        names += listed
-    if not names:
-        raise ConfigError(f"{params_path}: landmark_variants and segmentation_variants are both empty")
-    return names
+    for old in ("landmark_variants", "segmentation_variants"):
+        if old in raw:
+            raise ConfigError(f"{params_path}: {old} is gone; list every variant in one `variant_names` list")
+    listed = get_key(raw, "variant_names", str(params_path))
+    if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
+        raise ConfigError(f"{params_path}: variant_names must be a list of variant names, got {listed!r}")
+    valid = [n for n, spec in VARIANTS.items() if spec.standalone_family]
+    for n in listed:
+        if n not in VARIANTS or not VARIANTS[n].standalone_family:
+            raise ConfigError(f"{params_path}: variant_names: unknown variant {n!r}; valid: {', '.join(valid)}")
+    dup = sorted({n for n in listed if listed.count(n) > 1})
+    if dup:
+        raise ConfigError(f"{params_path}: variant_names: {dup} listed twice")
+    if not listed:
+        raise ConfigError(f"{params_path}: variant_names is empty")
+    return list(listed)
+
+
+def compared_names(raw: dict, params_path: Path) -> list[str]:
+    """What ``compare`` tabulates: every first-stage variant, then each one refined."""
+    from fetalbio.variants import refined_name
+
+    names = read_variant_names(raw, params_path)
+    return names + [refined_name(n) for n in names]
 
 
 def read_seed(params_path: Path) -> int:

@@ -11,7 +11,7 @@ import typer
 from fetalbio.config import get_key, read_params
 from fetalbio.data.tables import read_clean
 from fetalbio.reporting import write_csv, write_json, write_text
-from stages._common import PARAMS_OPTION, friendly_errors, read_variant_names
+from stages._common import PARAMS_OPTION, compared_names, friendly_errors
 
 app = typer.Typer(add_completion=False)
 
@@ -29,12 +29,12 @@ def main(
     out_md: Path = typer.Option(Path("metrics/compare.md"), help="Comparison (Markdown table)."),
     figures_dir: Path = typer.Option(Path("plots/compare"), help="CED, Bland–Altman and worst-case figures."),
 ) -> None:
-    """Compare all variants named in params (landmark_variants + segmentation_variants)."""
+    """Compare every variant of params' variant_names, each alone and refined (<variant>_refined)."""
     from fetalbio.reporting.compare import best_of_family, compare_table, draw_bland_altman, draw_ced, draw_worst_cases, markdown_table, paired_hc_test
     from fetalbio.reporting.evaluate import read_oof
 
     raw = read_params(params)
-    names = read_variant_names(raw, params)
+    names = compared_names(raw, params)
     data_root = get_key(raw, "data.root", str(params))
     metrics = {n: json.loads((metrics_dir / f"{n}.json").read_text()) for n in names}
     per_image = {n: pd.read_csv(plots_dir / n / "per_image.csv") for n in names}

@@ -9,7 +9,7 @@ import typer
 from fetalbio.config import ConfigError, EvaluateConfig, load_section
 from fetalbio.data.tables import read_clean
 from fetalbio.reporting import write_csv, write_json
-from fetalbio.variants import VARIANTS
+from fetalbio.variants import VARIANTS, split_refined
 from stages._common import PARAMS_OPTION, friendly_errors
 
 app = typer.Typer(add_completion=False)
@@ -18,7 +18,7 @@ app = typer.Typer(add_completion=False)
 @app.command()
 @friendly_errors(ValueError, FileNotFoundError)
 def main(
-    variant: str = typer.Option(..., help="Variant name."),
+    variant: str = typer.Option(..., help="Variant name, or <variant>_refined for its refined predictions."),
     params: Path = PARAMS_OPTION,
     labels: Path = typer.Option(Path("data/clean/labels.csv"), help="Cleaned label table (references)."),
     images_root: Path = typer.Option(Path("data/ingested"), help="Folder the table's paths are relative to."),
@@ -27,14 +27,14 @@ def main(
     plots_dir: Path = typer.Option(..., help="Plot data folder (plots/variants/<variant>/)."),
 ) -> None:
     """Score a variant: MRE, SDR, BPD/OFD/HC errors, Bland–Altman, Dice, risk–coverage."""
-    from fetalbio.reporting.evaluate import evaluate, per_image_table, read_oof
+    from fetalbio.reporting.evaluate import evaluate, output_kind, per_image_table, read_oof
 
-    if variant not in VARIANTS:
-        raise ConfigError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
+    if split_refined(variant)[0] not in VARIANTS:
+        raise ConfigError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)} (and <variant>_refined)")
     cfg = load_section(params, "evaluate", EvaluateConfig)
     oof = read_oof(models_dir)
     pi = per_image_table(read_clean(labels), oof, images_root, models_dir)
-    ev = evaluate(pi, VARIANTS[variant].family, list(cfg.sdr_thresholds_mm))
+    ev = evaluate(pi, output_kind(oof), list(cfg.sdr_thresholds_mm))
     write_json(metrics, ev.summary)
     write_csv(plots_dir / "per_image.csv", ev.per_image)
     write_csv(plots_dir / "ced.csv", ev.ced)

@@ -10,7 +10,8 @@ import typer
 from fetalbio.config import FinalConfig, TrainConfig, VariantConfig, from_dict, get_key, load_section, merged_train_config, read_params
 from fetalbio.data.tables import read_clean
 from fetalbio.reporting import write_json, write_text
-from stages._common import PARAMS_OPTION, friendly_errors, read_variant_names, read_seed
+from fetalbio.variants import split_refined
+from stages._common import PARAMS_OPTION, compared_names, friendly_errors, read_seed
 
 app = typer.Typer(add_completion=False)
 
@@ -25,6 +26,7 @@ def main(
     compare: Path = typer.Option(Path("metrics/compare.json"), help="The comparison the variant is chosen from."),
     metrics_dir: Path = typer.Option(Path("metrics/variants"), help="Folder with <variant>.json (cross-validated metrics for the card)."),
     out: Path = typer.Option(Path("release/model.pt"), help="The exported model file."),
+    logs: Path = typer.Option(Path("release/logs"), help="dvclive logs of the refit networks (one folder per network)."),
     card: Path = typer.Option(Path("reports/model_card.md"), help="The model card (Markdown)."),
     metrics: Path = typer.Option(Path("metrics/final.json"), help="What was exported (JSON)."),
 ) -> None:
@@ -37,16 +39,23 @@ def main(
         raise ValueError("final runs as one process; do not launch it with torchrun (only `fetalbio train` is distributed)")
     raw = read_params(params)
     fcfg = load_section(params, "final", FinalConfig)
-    candidates = read_variant_names(raw, params)
+    candidates = compared_names(raw, params)
     cmp = json.loads(Path(compare).read_text(encoding="utf-8"))
-    variant = choose_variant(cmp, fcfg.variant, candidates)
-    vcfg = from_dict(VariantConfig, get_key(raw, f"variants.{variant}", str(params)) or {}, f"variants.{variant}")
-    tcfg = merged_train_config(load_section(params, "train", TrainConfig), vcfg, f"variants.{variant}")
+    method = choose_variant(cmp, fcfg.variant, candidates)
+    variant, refined = split_refined(method)
+    common = load_section(params, "train", TrainConfig)
+
+    def configs(name: str) -> tuple[VariantConfig, TrainConfig]:
+        vcfg = from_dict(VariantConfig, get_key(raw, f"variants.{name}", str(params)) or {}, f"variants.{name}")
+        return vcfg, merged_train_config(common, vcfg, f"variants.{name}")
+
+    vcfg, tcfg = configs(variant)
     clean = read_clean(labels)
     data_root = str(get_key(raw, "data.root", str(params)))
     summary = export_final(clean, images_root, models_dir, cmp, variant, vcfg, tcfg, read_seed(params),
-                           fcfg.source, fcfg.uncertain_quantile, data_root, out)
-    vm = json.loads((metrics_dir / f"{variant}.json").read_text(encoding="utf-8"))
+                           fcfg.source, fcfg.uncertain_quantile, data_root, out, refine=configs("refine") if refined else None,
+                           log_root=logs, resume_root=Path(".resume") / "final")
+    vm = json.loads((metrics_dir / f"{method}.json").read_text(encoding="utf-8"))
     write_json(metrics, summary)
     write_text(card, model_card(summary, vm, data_root, int(clean["subject_id"].nunique())))
-    typer.echo(f"final: {variant} ({fcfg.source}, {summary['n_models']} network(s)) -> {out}, card {card}")
+    typer.echo(f"final: {method} ({fcfg.source}, {summary['n_models']} network(s)) -> {out}, card {card}")

@@ -13,3 +13,5 @@ __version__ = "0.1.0"
 
 POINT_NAMES = ("ofd_1", "ofd_2", "bpd_1", "bpd_2")
 POINT_COLUMNS = tuple(f"{p}_{a}" for p in POINT_NAMES for a in ("x", "y"))
+# per-point uncertainty columns of held-out and predict tables (px)
+UNC_COLUMNS = [f"unc_{p}" for p in POINT_NAMES]

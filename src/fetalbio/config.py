@@ -158,6 +158,7 @@ class VariantConfig:
     postprocess: dict = dataclasses.field(default_factory=dict)
     train: dict = dataclasses.field(default_factory=dict)
     seeds: list[int] = dataclasses.field(default_factory=list)
+    crop: dict = dataclasses.field(default_factory=dict)  # refinement stage: span, passes, jitter
 
     def __post_init__(self) -> None:
         if self.geometric_prior < 0:

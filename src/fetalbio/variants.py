@@ -15,12 +15,17 @@ class VariantSpec:
     """family: landmark | segmentation; model: a ``MODELS`` name; codec: a ``CODECS`` name
     (landmark only); loss: the default ``LOSSES`` name; decoder: the codec's default decoder."""
 
-    family: Literal["landmark", "segmentation"]
+    family: Literal["landmark", "segmentation", "refine"]
     model: str
     loss: str
     codec: str | None = None
     decoder: str | None = None
     description: str = ""
+
+    @property
+    def standalone_family(self) -> bool:
+        """A first-stage method (measures an image on its own), not the refinement stage."""
+        return self.family != "refine"
 
 
 VARIANTS: dict[str, VariantSpec] = {
@@ -33,7 +38,23 @@ VARIANTS: dict[str, VariantSpec] = {
     "seg_unet_landmarks": VariantSpec("segmentation", "unet", "dice_bce", description="UNet trained on filled ellipses from the cleaned landmarks (mask_source: landmarks)"),
     "seg_attention_unet": VariantSpec("segmentation", "attention_unet", "dice_bce", description="Attention UNet + robust ellipse fit"),
     "seg_deeplabv3plus": VariantSpec("segmentation", "deeplabv3plus", "dice_bce", description="DeepLabV3+ (atrous ResNet, ASPP) + robust ellipse fit"),
+    # the second stage of every variant above (coarse-to-fine): `<variant>_refined` in compare
+    "refine": VariantSpec("refine", "unet", "dice_bce", description="head-aligned, scale-normalised crop from a coarse ellipse -> skull mask -> ellipse"),
 }
+
+REFINED_SUFFIX = "_refined"
+
+
+def refined_name(variant: str) -> str:
+    """The compare/evaluate name of ``variant`` refined by the second stage."""
+    return f"{variant}{REFINED_SUFFIX}"
+
+
+def split_refined(name: str) -> tuple[str, bool]:
+    """``(first-stage variant, refined?)`` of a compare name."""
+    if name.endswith(REFINED_SUFFIX) and name[: -len(REFINED_SUFFIX)] in VARIANTS:
+        return name[: -len(REFINED_SUFFIX)], True
+    return name, False
 
 
 def get_variant(name: str) -> VariantSpec:

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from sklearn.model_selection import GroupShuffleSplit
 
-from fetalbio import POINT_COLUMNS, POINT_NAMES
+from fetalbio import POINT_COLUMNS, POINT_NAMES, UNC_COLUMNS
 from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.data.io import write_png
 from fetalbio.engine import distributed as ddp
@@ -37,7 +37,6 @@ from fetalbio.reporting import write_csv, write_json
 from fetalbio.tasks import ImagePrediction, Task, build_task
 from fetalbio.variants import get_variant
 
-UNC_COLUMNS = [f"unc_{p}" for p in POINT_NAMES]
 PREDICTION_COLUMNS = ["image_name", "fold", *POINT_COLUMNS, *UNC_COLUMNS, "status", "reason", "mask_path", "fit_residual_px"]
 
 
@@ -66,23 +65,18 @@ def predictions_frame(rows: pd.DataFrame, preds: list[ImagePrediction], fold: in
     return pd.DataFrame(recs, columns=PREDICTION_COLUMNS)
 
 
-def _score_fn(task: Task, val: BiometryDataset):
-    """Lower is better: MRE (original px) for landmarks, 1 - Dice (original grid) for masks."""
-    if task.family == "landmark":
-        ref = np.stack([s.letterbox.to_original(s.points) for s in val.samples])
-
-        def score(preds: list[ImagePrediction]) -> float:
-            pts = np.stack([p.points for p in preds])
-            err = radial_errors(pts, ref)["px"]
-            return float(mre(err)) if np.isfinite(err).any() else float("inf")
-
-        return score
-    refs = [s.letterbox.unapply(s.mask.astype(np.float32)) >= 0.5 for s in val.samples]
-
-    def score(preds: list[ImagePrediction]) -> float:
-        return 1.0 - float(np.mean([dice(p.full_mask(), r) for p, r in zip(preds, refs)]))
-
-    return score
+def write_heldout(out_dir: Path, rows: pd.DataFrame, preds: list[ImagePrediction], fold: int, with_masks: bool) -> None:
+    """``oof.csv`` (and ``masks/<image>.png`` when the method outputs masks) of a fold."""
+    mask_paths = [""] * len(preds)
+    if with_masks:
+        for i, (name, p) in enumerate(zip(rows["image_name"], preds)):
+            mask = p.full_mask()
+            if mask is None:
+                continue
+            rel = (Path("masks") / name).with_suffix(".png")
+            write_png(out_dir / rel, (mask > 0).astype(np.uint8) * 255)
+            mask_paths[i] = rel.as_posix()
+    write_csv(out_dir / "oof.csv", predictions_frame(rows, preds, fold, mask_paths))
 
 
 def table_hash(df: pd.DataFrame) -> str:
@@ -96,7 +90,8 @@ def resume_key(variant: str, vcfg: VariantConfig, tcfg: TrainConfig, seed: int, 
         "variant": variant,
         # without `seeds`: the member's own seed is below, so a one-network run keeps the key it
         # had before seed ensembles existed, and adding a seed keeps the other members' files
-        "variant_cfg": {k: v for k, v in dataclasses.asdict(vcfg).items() if k != "seeds"},
+        # nor an empty `crop` (a setting of the refinement stage): older keys stay valid
+        "variant_cfg": {k: v for k, v in dataclasses.asdict(vcfg).items() if k != "seeds" and not (k == "crop" and not v)},
         "train_cfg": {k: v for k, v in dataclasses.asdict(tcfg).items() if k != "progress"},
         "seed": seed,
         "fold": fold,
@@ -147,8 +142,8 @@ def member_checkpoints(fold_dir: Path) -> list[Path]:
 
 
 @dataclass
-class _Member:
-    """One trained network of a fold (a seed ensemble has several)."""
+class TrainedNetwork:
+    """One trained network (a seed ensemble has several per fold)."""
 
     seed: int
     task: Task
@@ -158,29 +153,42 @@ class _Member:
     calibration: dict | None  # None on ranks other than 0
 
 
-def _train_member(
-    table: pd.DataFrame, fold: int, table_dir: Path, variant: str, vcfg: VariantConfig, tcfg: TrainConfig, seed: int, device: torch.device,
-    dctx: DistContext, calibration: dict | None, log_dir: Path | None, resume_dir: Path | None,
-) -> _Member:
-    """Train one network on every fold but ``fold``, exactly as a run with top-level ``seed``
-    does (initialisation, inner split, augmentation draws). ``calibration``: set it instead of
-    measuring it (the members of a fold share their training rows, so their calibration too).
-    ``log_dir``: the dvclive folder (rank 0); None on the other ranks."""
+def make_dataset(task: Task, rows: pd.DataFrame, table_dir: Path, tcfg: TrainConfig, train: bool, seed: int = 0, with_targets: bool = True):
+    """The dataset that feeds ``task`` (its own ``dataset_class``, else letterboxed images)."""
+    cls = task.dataset_class or BiometryDataset
+    return cls(rows, table_dir, task, tcfg, train, seed=seed, with_targets=with_targets)
+
+
+def train_network(
+    pool: pd.DataFrame, table_dir: Path, variant: str, vcfg: VariantConfig, tcfg: TrainConfig, seed: int, fold: int | None, device: torch.device,
+    dctx: DistContext | None = None, calibration: dict | None = None, log_dir: Path | None = None, resume_dir: Path | None = None,
+) -> TrainedNetwork:
+    """The one way a network is trained, for a fold model and for the exported refit alike.
+
+    ``pool``: the rows it may learn from (every fold but ``fold``; all cleaned rows for a refit,
+    ``fold=None``); the task keeps those it can use, a seeded subject-grouped share of them is
+    the inner-validation split for early stopping. Trained exactly as a run with top-level
+    ``seed`` (initialisation, inner split and augmentation draws; the split and the draws are
+    offset by the fold). ``calibration``: set it instead of measuring it on the usable rows
+    (the members of a fold share their training rows, so their calibration too). ``log_dir``:
+    dvclive folder (None: no log); ``resume_dir``: per-epoch resume file (None: none)."""
+    dctx = dctx if dctx is not None else DistContext.from_env()
+    offset = seed + (fold if fold is not None else 0)
     seed_everything(seed)
     task = build_task(variant, vcfg, tcfg)
-    pool = table[table["fold"] != fold]
-    usable = pool[[task.trainable(float(w), bool(m)) for w, m in zip(pool["weight"], pool["mask_path"].fillna("") != "")]]
-    tr_rows, va_rows = inner_split(usable, tcfg.inner_val_frac, seed + fold)
-    train_ds = BiometryDataset(tr_rows, table_dir, task, tcfg, train=True, seed=seed + fold)
-    val_ds = BiometryDataset(va_rows, table_dir, task, tcfg, train=False)
+    usable = task.usable(pool)
+    tr_rows, va_rows = inner_split(usable, tcfg.inner_val_frac, offset)
+    train_ds = make_dataset(task, tr_rows, table_dir, tcfg, train=True, seed=offset)
+    val_ds = make_dataset(task, va_rows, table_dir, tcfg, train=False)
     if calibration is not None:
         task.set_calibration(calibration)
     elif dctx.is_main:  # training rows only, never the held-out fold; rank 0 alone decodes, so only it calibrates
         calibration = task.calibrate(usable, table_dir)
-    key = resume_key(variant, vcfg, tcfg, seed, fold, tr_rows, va_rows)
-    if log_dir is None:
-        fit(task, train_ds, val_ds, _score_fn(task, val_ds), tcfg, seed + fold, device, None, resume_dir=resume_dir, resume_key=key, dist_ctx=dctx)
-        return _Member(seed, task, tr_rows, va_rows, None, None)
+    key = resume_key(variant, vcfg, tcfg, seed, fold if fold is not None else -1, tr_rows, va_rows)
+    args = (task, train_ds, val_ds, task.score_fn(val_ds), tcfg, offset, device)
+    if log_dir is None or not dctx.is_main:
+        result = fit(*args, None, resume_dir=resume_dir, resume_key=key, dist_ctx=dctx)
+        return TrainedNetwork(seed, task, tr_rows, va_rows, result if dctx.is_main else None, calibration)
 
     from dvclive import Live
 
@@ -191,8 +199,8 @@ def _train_member(
                     live.log_metric(k, v)
             live.next_step()
 
-        result = fit(task, train_ds, val_ds, _score_fn(task, val_ds), tcfg, seed + fold, device, log, resume_dir=resume_dir, resume_key=key, dist_ctx=dctx)
-    return _Member(seed, task, tr_rows, va_rows, result, calibration)
+        result = fit(*args, log, resume_dir=resume_dir, resume_key=key, dist_ctx=dctx)
+    return TrainedNetwork(seed, task, tr_rows, va_rows, result, calibration)
 
 
 def train_fold(
@@ -235,29 +243,25 @@ def train_fold(
         if device is None:
             device = select_device(tcfg)
         held = table[table["fold"] == fold].reset_index(drop=True)
-        members: list[_Member] = []
+        members: list[TrainedNetwork] = []
         calibration: dict | None = None
         member_resume_dirs = [resume_dir if resume_dir is None or len(seeds) == 1 else Path(resume_dir) / f"seed{s}" for s in seeds]
         for i, (s, own_resume) in enumerate(zip(seeds, member_resume_dirs)):
             log_dir = (out_dir / ("dvclive" if i == 0 else f"dvclive_seed{s}")) if dctx.is_main else None
             if log_dir is not None:
                 out_dir.mkdir(parents=True, exist_ok=True)
-            m = _train_member(table, fold, table_dir, variant, vcfg, tcfg, s, device, dctx, calibration, log_dir, own_resume)
+            m = train_network(table[table["fold"] != fold], table_dir, variant, vcfg, tcfg, s, fold, device, dctx, calibration, log_dir, own_resume)
             members.append(m)
             calibration = m.calibration
         if not dctx.is_main:  # only rank 0 predicts and writes; the others trained, now they wait for its summary
             return ddp.broadcast_object(None)
 
         task = members[0].task
-        held_ds = BiometryDataset(held, table_dir, task, tcfg, train=False, with_targets=False)
-        preds = predict(task, held_ds, tcfg, device, models=[m.task.model for m in members])
-        mask_paths = [""] * len(preds)
-        if task.family == "segmentation":
-            for i, (name, p) in enumerate(zip(held["image_name"], preds)):
-                rel = (Path("masks") / name).with_suffix(".png")
-                write_png(out_dir / rel, (p.full_mask() > 0).astype(np.uint8) * 255)
-                mask_paths[i] = rel.as_posix()
-        write_csv(out_dir / "oof.csv", predictions_frame(held, preds, fold, mask_paths))
+        preds: list[ImagePrediction] = []
+        if task.standalone:  # a second stage has no held-out predictions of its own (the `refine` stage makes them)
+            held_ds = make_dataset(task, held, table_dir, tcfg, train=False, with_targets=False)
+            preds = predict(task, held_ds, tcfg, device, models=[m.task.model for m in members])
+            write_heldout(out_dir, held, preds, fold, with_masks=task.needs_mask)
 
         for i, m in enumerate(members):
             config = {
@@ -286,7 +290,7 @@ def train_fold(
             "epochs_run": first.result.epochs_run,
             "resumed_from_epoch": first.result.resumed_from_epoch,
             "best_inner_val_score": first.result.best_score,
-            "inner_val_score_kind": "mre_px" if spec.family == "landmark" else "one_minus_dice",
+            "inner_val_score_kind": task.score_kind,
             "calibration": calibration,
             "train_seconds": round(sum(m.result.seconds for m in members), 2),
             "train_images_per_s": round(first.result.train_images_per_s, 2),

@@ -287,7 +287,7 @@ def fit(
             n_seen += len(b["image"])
             bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
         # rank 0 scores the whole inner-val set (the plain module, no collectives); all ranks get its score
-        score = score_fn(predict(task, val_ds, tcfg, device, measure=task.family == "landmark")) if main else 0.0
+        score = score_fn(predict(task, val_ds, tcfg, device, measure=task.measure_for_score)) if main else 0.0
         if dctx is not None:
             score = ddp.broadcast_float(score, device)
             total, count, seen = ddp.all_reduce_sum([total, float(count), float(n_seen - n_seen_before)], device)

@@ -26,14 +26,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fetalbio import POINT_COLUMNS, __version__
+from fetalbio import POINT_COLUMNS, UNC_COLUMNS, __version__
 from fetalbio.config import TrainConfig, VariantConfig
-from fetalbio.engine.dataset import BiometryDataset
-from fetalbio.engine.run import UNC_COLUMNS, _score_fn, inner_split, member_checkpoints, table_hash
-from fetalbio.engine.train import fit, load_checkpoint, seed_everything, select_device
-from fetalbio.inference.model_file import model_payload, save_model
+from fetalbio.engine.run import member_checkpoints, table_hash, train_network
+from fetalbio.engine.train import clear_resume, load_checkpoint, select_device
+from fetalbio.inference.model_file import StageWeights, model_payload, save_model
 from fetalbio.tasks import build_task
-from fetalbio.variants import get_variant
+from fetalbio.variants import get_variant, refined_name
 
 SELECTION_METRIC = "HC MAE mm"
 
@@ -69,40 +68,39 @@ def uncertainty_threshold(oof: pd.DataFrame, quantile: float) -> float | None:
     return float(np.quantile(per_image, quantile))
 
 
-def read_fold_outputs(variant_dir: Path) -> tuple[pd.DataFrame, list[Path], list[dict]]:
+def read_fold_outputs(variant_dir: Path, need_oof: bool = True) -> tuple[pd.DataFrame | None, list[Path], list[dict]]:
     """All held-out predictions, checkpoint paths (every member of every fold) and training
-    summaries of a variant's folds."""
-    folds = sorted(p for p in Path(variant_dir).glob("fold*") if (p / "oof.csv").is_file())
+    summaries of a variant's folds (``need_oof=False``: folds without held-out predictions, as
+    the refinement stage's, count too; the predictions are then None)."""
+    marker = "oof.csv" if need_oof else "summary.json"
+    folds = sorted(p for p in Path(variant_dir).glob("fold*") if (p / marker).is_file())
     if not folds:
-        raise FileNotFoundError(f"no fold*/oof.csv under {variant_dir}: train the variant first")
-    oof = pd.concat([pd.read_csv(p / "oof.csv", dtype={"image_name": str, "reason": str, "mask_path": str}) for p in folds], ignore_index=True)
+        raise FileNotFoundError(f"no fold*/{marker} under {variant_dir}: train the variant first")
+    oof = pd.concat([pd.read_csv(p / "oof.csv", dtype={"image_name": str, "reason": str, "mask_path": str}) for p in folds], ignore_index=True) if need_oof else None
     summaries = [pd.read_json(p / "summary.json", typ="series").to_dict() for p in folds if (p / "summary.json").is_file()]
     return oof, [ck for p in folds for ck in member_checkpoints(p)], summaries
 
 
-def refit_all_rows(clean: pd.DataFrame, table_dir: Path, variant: str, vcfg: VariantConfig, tcfg: TrainConfig, seed: int) -> tuple[dict, dict, dict]:
-    """Train ``variant`` on every usable cleaned row (inner split for early stopping).
-    Returns ``(state_dict, calibration, summary)``."""
-    seed_everything(seed)
+def refit_all_rows(clean: pd.DataFrame, table_dir: Path, variant: str, vcfg: VariantConfig, tcfg: TrainConfig, seed: int,
+                   log_dir: Path | None = None, resume_dir: Path | None = None) -> tuple[dict, dict, dict]:
+    """Train ``variant`` on every usable cleaned row (:func:`~fetalbio.engine.run.train_network`
+    with no held-out fold; inner split for early stopping), with a dvclive log and a resume
+    file like every fold. Returns ``(state_dict, calibration, summary)``."""
     device = select_device(tcfg)
-    task = build_task(variant, vcfg, tcfg)
-    usable = clean[[task.trainable(float(w), bool(m)) for w, m in zip(clean["weight"], clean["mask_path"].fillna("") != "")]]
-    tr_rows, va_rows = inner_split(usable, tcfg.inner_val_frac, seed)
-    train_ds = BiometryDataset(tr_rows, table_dir, task, tcfg, train=True, seed=seed)
-    val_ds = BiometryDataset(va_rows, table_dir, task, tcfg, train=False)
-    calibration = task.calibrate(usable, table_dir)
-    result = fit(task, train_ds, val_ds, _score_fn(task, val_ds), tcfg, seed, device)
+    net = train_network(clean, table_dir, variant, vcfg, tcfg, seed, None, device, log_dir=log_dir, resume_dir=resume_dir)
+    clear_resume(resume_dir)
+    result = net.result
     summary = {
         "device": device.type,
-        "n_train": len(tr_rows),
-        "n_inner_val": len(va_rows),
+        "n_train": len(net.tr_rows),
+        "n_inner_val": len(net.va_rows),
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "best_inner_val_score": result.best_score,
         "train_seconds": round(result.seconds, 2),
-        "training_data_hash": table_hash(tr_rows[["image_name", *POINT_COLUMNS, "weight"]]),
+        "training_data_hash": table_hash(net.tr_rows[["image_name", *POINT_COLUMNS, "weight"]]),
     }
-    return task.model.state_dict(), calibration, summary
+    return net.task.model.state_dict(), net.calibration, summary
 
 
 def gather_folds(checkpoints: list[Path]) -> tuple[list[dict], dict]:
@@ -120,6 +118,34 @@ def gather_folds(checkpoints: list[Path]) -> tuple[list[dict], dict]:
     return [ck["state_dict"] for ck in cks], calibration
 
 
+def stage_weights(
+    clean: pd.DataFrame, table_dir: Path, variant_dir: Path, variant: str, vcfg: VariantConfig, tcfg: TrainConfig, seed: int, source: str,
+    log_root: Path | None = None, resume_root: Path | None = None,
+) -> tuple[list[dict], dict, dict]:
+    """One stage's networks for the model file: refit on every row (one per seed) or gathered
+    from the fold models in ``variant_dir``. Returns ``(state_dicts, calibration, train summary)``."""
+    if source == "refit":
+        seeds = vcfg.member_seeds(seed)
+        refits = []
+        for i, s in enumerate(seeds):
+            tag = variant if i == 0 else f"{variant}_seed{s}"
+            refits.append(refit_all_rows(clean, table_dir, variant, vcfg, tcfg, s,
+                                         log_dir=Path(log_root) / tag if log_root is not None else None,
+                                         resume_dir=Path(resume_root) / tag if resume_root is not None else None))
+        state_dicts = [sd for sd, _, _ in refits]
+        calibration, train_summary = refits[0][1], refits[0][2]  # the members share their rows, so their calibration
+        if len(refits) > 1:
+            train_summary = {"member_seeds": seeds, "members": [summ for _, _, summ in refits]}
+        return state_dicts, calibration, train_summary
+    _, checkpoints, fold_summaries = read_fold_outputs(variant_dir, need_oof=False)
+    state_dicts, calibration = gather_folds(checkpoints)
+    train_summary = {"n_models": len(state_dicts), "fold_best_epochs": [s.get("best_epoch") for s in fold_summaries]}
+    if any("members" in s for s in fold_summaries):  # seed ensembles: every member's epoch, fold by fold
+        train_summary["member_seeds"] = vcfg.member_seeds(seed)
+        train_summary["fold_member_best_epochs"] = [[m.get("best_epoch") for m in s.get("members", [s])] for s in fold_summaries]
+    return state_dicts, calibration, train_summary
+
+
 def export_final(
     clean: pd.DataFrame,
     table_dir: Path,
@@ -133,28 +159,29 @@ def export_final(
     uncertain_quantile: float,
     data_root: str,
     out_path: Path,
+    refine: tuple[VariantConfig, TrainConfig] | None = None,
+    log_root: Path | None = None,
+    resume_root: Path | None = None,
 ) -> dict[str, Any]:
-    """Build and write the model file; return the summary that ``metrics/final.json`` holds."""
+    """Build and write the model file; return the summary that ``metrics/final.json`` holds.
+
+    ``refine``: the refinement stage's configuration, for the coarse-to-fine method
+    ``<variant>_refined`` (its held-out predictions are ``models/<variant>_refined``, its fold
+    models ``models/refine``)."""
     if source not in ("refit", "folds"):
         raise ValueError(f"final.source must be 'refit' or 'folds', got {source!r}")
     if not 0.5 <= uncertain_quantile < 1.0:
         raise ValueError(f"final.uncertain_quantile must be in [0.5, 1), got {uncertain_quantile}")
-    oof, checkpoints, fold_summaries = read_fold_outputs(models_dir / variant)
+    method = variant if refine is None else refined_name(variant)
+    oof, _, _ = read_fold_outputs(models_dir / method)
     threshold = uncertainty_threshold(oof, uncertain_quantile)
     t0 = time.perf_counter()
-    if source == "refit":
-        refits = [refit_all_rows(clean, table_dir, variant, vcfg, tcfg, s) for s in vcfg.member_seeds(seed)]
-        state_dicts = [sd for sd, _, _ in refits]
-        calibration, train_summary = refits[0][1], refits[0][2]  # the members share their rows, so their calibration
-        if len(refits) > 1:
-            train_summary = {"member_seeds": vcfg.member_seeds(seed), "members": [summ for _, _, summ in refits]}
-    else:
-        state_dicts, calibration = gather_folds(checkpoints)
-        train_summary = {"n_models": len(state_dicts), "fold_best_epochs": [s.get("best_epoch") for s in fold_summaries]}
-        if any("members" in s for s in fold_summaries):  # seed ensembles: every member's epoch, fold by fold
-            train_summary["member_seeds"] = vcfg.member_seeds(seed)
-            train_summary["fold_member_best_epochs"] = [[m.get("best_epoch") for m in s.get("members", [s])] for s in fold_summaries]
-    row = next((r for r in compare.get("table", []) if r.get("variant") == variant), {})
+    state_dicts, calibration, train_summary = stage_weights(clean, table_dir, models_dir / variant, variant, vcfg, tcfg, seed, source, log_root, resume_root)
+    refine_weights = None
+    if refine is not None:
+        r_sds, r_cal, r_summary = stage_weights(clean, table_dir, models_dir / "refine", "refine", refine[0], refine[1], seed, source, log_root, resume_root)
+        refine_weights = StageWeights("refine", "refine", refine[0], refine[1], r_sds, r_cal)
+    row = next((r for r in compare.get("table", []) if r.get("variant") == method), {})
     provenance = {
         "fetalbio_version": __version__,
         "data_root": data_root,
@@ -165,11 +192,13 @@ def export_final(
         "cross_validated": row,
         "train": train_summary,
     }
+    if refine is not None:
+        provenance["refine_train"] = r_summary
     provenance["export_seconds"] = round(time.perf_counter() - t0, 2)
-    save_model(out_path, model_payload(variant, vcfg, tcfg, state_dicts, calibration, threshold, uncertain_quantile, provenance))
+    save_model(out_path, model_payload(variant, vcfg, tcfg, state_dicts, calibration, threshold, uncertain_quantile, provenance, refine_weights))
     deterministic_train = _without_seconds(train_summary)  # metrics stay byte-identical on reruns
-    return {
-        "variant": variant,
+    summary = {
+        "variant": method,
         "family": get_variant(variant).family,
         "source": source,
         "n_models": len(state_dicts),
@@ -183,6 +212,16 @@ def export_final(
         "cross_validated": row,
         "variant_cfg": dataclasses.asdict(vcfg),
     }
+    if refine is not None:
+        summary["refine"] = {
+            "n_models": len(r_sds),
+            "calibration": r_cal,
+            "n_parameters": n_parameters(r_sds[0]),
+            "crop_size": [refine[1].input_width, refine[1].input_height],
+            "train": _without_seconds(r_summary),
+            "variant_cfg": dataclasses.asdict(refine[0]),
+        }
+    return summary
 
 
 def _without_seconds(train_summary: dict[str, Any]) -> dict[str, Any]:

@@ -3,14 +3,16 @@
 One ``torch.save`` of plain data and tensors only, so it loads with ``weights_only=True``:
 
 ``format``, ``format_version``
-    ``"fetalbio-model"``, :data:`FORMAT_VERSION`.
-``variant``, ``family``, ``spec``, ``variant_cfg``, ``train_cfg``
-    what rebuilds the network, its preprocessing (letterbox size, normalisation) and its
-    decoding (codec or mask post-processing).
-``state_dicts``
-    one state dict, or several (an ensemble of fold models whose raw outputs are averaged).
-``calibration``
-    what decoding measured on training rows (:meth:`fetalbio.tasks.base.Task.calibrate`).
+    ``"fetalbio-model"``, :data:`FORMAT_VERSION` (2; version-1 files, one stage, still load).
+``method``
+    what it measures with: a variant name, or ``<variant>_refined`` for a coarse-to-fine model.
+``stages``
+    the networks of the method, in the order they run, each a dict: ``role`` (``coarse`` or
+    ``refine``), ``variant``, ``family``, ``spec``, ``variant_cfg``, ``train_cfg`` (what
+    rebuilds the network, its preprocessing and its decoding), ``state_dicts`` (one, or several
+    whose raw outputs are averaged: a seed or fold ensemble) and ``calibration`` (what decoding
+    measured on training rows, :meth:`fetalbio.tasks.base.Task.calibrate`). Stages may have
+    different architectures.
 ``uncertainty_threshold_px``, ``uncertain_quantile``
     an image whose mean point uncertainty exceeds the threshold is flagged ``uncertain``; the
     threshold is that quantile of the held-out uncertainties of cross-validation (None when the
@@ -35,12 +37,29 @@ from fetalbio.tasks import Task, build_task
 from fetalbio.variants import get_variant
 
 FORMAT = "fetalbio-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+ROLES = ("coarse", "refine")
+
+
+@dataclass
+class LoadedStage:
+    """One stage of a model file, rebuilt: one task per state dict (same configuration)."""
+
+    role: str
+    variant: str
+    tasks: list[Task]
+    train_cfg: TrainConfig
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.train_cfg.input_width, self.train_cfg.input_height
 
 
 @dataclass
 class LoadedModel:
-    """A model file, rebuilt: one task per state dict (same variant and configuration)."""
+    """A model file, rebuilt. ``variant``/``family``/``tasks``/``train_cfg`` are the first
+    (coarse) stage's; ``refine`` the refinement stage (None for a one-stage model)."""
 
     variant: str
     family: str
@@ -48,10 +67,44 @@ class LoadedModel:
     train_cfg: TrainConfig
     uncertainty_threshold_px: float | None
     meta: dict[str, Any]
+    refine: LoadedStage | None = None
 
     @property
     def input_size(self) -> tuple[int, int]:
         return self.train_cfg.input_width, self.train_cfg.input_height
+
+    @property
+    def method(self) -> str:
+        return str(self.meta.get("method", self.variant))
+
+
+@dataclass
+class StageWeights:
+    """What :func:`model_payload` stores of one stage."""
+
+    role: str
+    variant: str
+    vcfg: VariantConfig
+    tcfg: TrainConfig
+    state_dicts: list[dict[str, torch.Tensor]]
+    calibration: dict[str, Any]
+
+    def payload(self) -> dict[str, Any]:
+        if self.role not in ROLES:
+            raise ValueError(f"stage role must be one of {ROLES}, got {self.role!r}")
+        if not self.state_dicts:
+            raise ValueError(f"the {self.role} stage needs at least one state dict")
+        spec = get_variant(self.variant)
+        return {
+            "role": self.role,
+            "variant": self.variant,
+            "family": spec.family,
+            "spec": dataclasses.asdict(spec),
+            "variant_cfg": dataclasses.asdict(self.vcfg),
+            "train_cfg": dataclasses.asdict(self.tcfg),
+            "state_dicts": [{k: v.detach().cpu() for k, v in sd.items()} for sd in self.state_dicts],
+            "calibration": dict(self.calibration),
+        }
 
 
 def model_payload(
@@ -63,21 +116,20 @@ def model_payload(
     uncertainty_threshold_px: float | None,
     uncertain_quantile: float,
     provenance: dict[str, Any],
+    refine: StageWeights | None = None,
 ) -> dict[str, Any]:
-    """The dict :func:`save_model` writes (plain data + CPU tensors)."""
-    if not state_dicts:
-        raise ValueError("a model file needs at least one state dict")
-    spec = get_variant(variant)
+    """The dict :func:`save_model` writes (plain data + CPU tensors): the coarse stage given by
+    the first arguments, and the refinement stage when ``refine`` is given."""
+    stages = [StageWeights("coarse", variant, vcfg, tcfg, state_dicts, calibration)]
+    if refine is not None:
+        if refine.role != "refine":
+            raise ValueError(f"the second stage must have role 'refine', got {refine.role!r}")
+        stages.append(refine)
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "variant": variant,
-        "family": spec.family,
-        "spec": dataclasses.asdict(spec),
-        "variant_cfg": dataclasses.asdict(vcfg),
-        "train_cfg": dataclasses.asdict(tcfg),
-        "state_dicts": [{k: v.detach().cpu() for k, v in sd.items()} for sd in state_dicts],
-        "calibration": dict(calibration),
+        "method": variant if refine is None else f"{variant}_refined",
+        "stages": [st.payload() for st in stages],
         "uncertainty_threshold_px": None if uncertainty_threshold_px is None else float(uncertainty_threshold_px),
         "uncertain_quantile": float(uncertain_quantile),
         "provenance": provenance,
@@ -100,11 +152,22 @@ def read_model_file(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not a loadable fetalbio model file ({load_failure_reason(exc)})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise ValueError(f"{path}: not a fetalbio model file (no 'format: {FORMAT}'); training checkpoints (model.pt of a fold) are exported by the final stage")
-    if raw.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: model file version {raw.get('format_version')!r}, this fetalbio reads {FORMAT_VERSION}")
-    missing = {"variant", "variant_cfg", "train_cfg", "state_dicts", "calibration"} - set(raw)
-    if missing or not isinstance(raw["state_dicts"], list) or not raw["state_dicts"]:
-        raise ValueError(f"{path}: incomplete model file (missing {sorted(missing) or ['state_dicts']})")
+    version = raw.get("format_version")
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"{path}: model file version {version!r}, this fetalbio reads versions {', '.join(map(str, READABLE_VERSIONS))}")
+    if version == 1:  # one stage at the top level: the same content as a one-stage version 2 file
+        stage = {k: raw.get(k) for k in ("variant", "family", "spec", "variant_cfg", "train_cfg", "state_dicts", "calibration")}
+        raw = {k: v for k, v in raw.items() if k not in stage} | {"method": raw.get("variant"), "stages": [{"role": "coarse", **stage}]}
+    stages = raw.get("stages")
+    if not isinstance(stages, list) or not stages or not all(isinstance(st, dict) for st in stages):
+        raise ValueError(f"{path}: incomplete model file (no stages)")
+    roles = [st.get("role") for st in stages]
+    if roles not in (["coarse"], ["coarse", "refine"]):
+        raise ValueError(f"{path}: stages must be [coarse] or [coarse, refine], got {roles}")
+    for st in stages:
+        missing = {"variant", "variant_cfg", "train_cfg", "state_dicts", "calibration"} - {k for k, v in st.items() if v is not None}
+        if missing or not isinstance(st["state_dicts"], list) or not st["state_dicts"]:
+            raise ValueError(f"{path}: incomplete {st.get('role')} stage (missing {sorted(missing) or ['state_dicts']})")
     return raw
 
 
@@ -121,21 +184,31 @@ def load_failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first[:200]}"
 
 
-def load_model(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
-    """Rebuild the network(s) of a model file for inference (eval mode, on ``device``)."""
-    raw = read_model_file(path)
-    variant = raw["variant"]
-    vcfg = from_dict(VariantConfig, raw["variant_cfg"], f"{path}: variant_cfg")
-    tcfg = from_dict(TrainConfig, raw["train_cfg"], f"{path}: train_cfg")
+def _load_stage(path: Path, st: dict[str, Any], device: torch.device | str) -> LoadedStage:
+    variant, role = st["variant"], st["role"]
+    vcfg = from_dict(VariantConfig, st["variant_cfg"], f"{path}: {role} variant_cfg")
+    tcfg = from_dict(TrainConfig, st["train_cfg"], f"{path}: {role} train_cfg")
+    if (get_variant(variant).family == "refine") != (role == "refine"):
+        raise ValueError(f"{path}: the {role} stage holds variant {variant!r}")
     tasks = []
-    for i, sd in enumerate(raw["state_dicts"]):
+    for i, sd in enumerate(st["state_dicts"]):
         task = build_task(variant, vcfg, tcfg)
         try:
             task.model.load_state_dict(sd)
         except RuntimeError as exc:
-            raise ValueError(f"{path}: state dict {i} does not fit variant {variant!r}: {str(exc).splitlines()[0]}") from None
-        task.set_calibration(raw["calibration"])
+            raise ValueError(f"{path}: {role} state dict {i} does not fit variant {variant!r}: {str(exc).splitlines()[0]}") from None
+        task.set_calibration(st["calibration"])
         task.model.to(device).eval()
         tasks.append(task)
-    meta = {k: v for k, v in raw.items() if k not in ("state_dicts",)}
-    return LoadedModel(variant, raw.get("family", get_variant(variant).family), tasks, tcfg, raw.get("uncertainty_threshold_px"), meta)
+    return LoadedStage(role, variant, tasks, tcfg)
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
+    """Rebuild the network(s) of a model file for inference (eval mode, on ``device``)."""
+    raw = read_model_file(path)
+    stages = [_load_stage(Path(path), st, device) for st in raw["stages"]]
+    coarse = stages[0]
+    meta = {k: v for k, v in raw.items() if k != "stages"}
+    meta["stages"] = [{k: v for k, v in st.items() if k != "state_dicts"} for st in raw["stages"]]
+    return LoadedModel(coarse.variant, raw["stages"][0].get("family") or get_variant(coarse.variant).family, coarse.tasks, coarse.train_cfg,
+                       raw.get("uncertainty_threshold_px"), meta, stages[1] if len(stages) > 1 else None)

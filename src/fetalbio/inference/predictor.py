@@ -16,16 +16,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fetalbio import POINT_COLUMNS, POINT_NAMES
+from fetalbio import POINT_COLUMNS, POINT_NAMES, UNC_COLUMNS
 from fetalbio.data.io import ImageReadError, read_gray8, write_png
 from fetalbio.data.transforms import Letterbox, normalize
-from fetalbio.geometry.ellipse import Ellipse, ellipse_from_points
 from fetalbio.inference.model_file import LoadedModel
 from fetalbio.metrics.biometry import diameters_px, ga_weeks_hadlock, ramanujan_hc
-from fetalbio.tasks.base import ImagePrediction, average_outputs
+from fetalbio.tasks.base import ImagePrediction, average_outputs, prediction_ellipse
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-UNC_COLUMNS = [f"unc_{p}" for p in POINT_NAMES]
 PREDICT_COLUMNS = ["image_name", *POINT_COLUMNS, "bpd_mm", "ofd_mm", "hc_mm", "ga_weeks", *UNC_COLUMNS, "flag", "reason", "pixel_size_mm"]
 FLAGS = ("ok", "uncertain", "failed")
 # A diameter shorter than this is no head (a collapsed prediction): the row is `failed`.
@@ -53,6 +51,7 @@ class Predictor:
         # channels-last copies for inference: on 2 CPU threads the shipped 192x128 DeepLabV3+
         # forward takes ~11.5 ms instead of ~14.5 ms (README "Results on the full dataset")
         self.nets = [copy.deepcopy(t.model).eval().to(self.device, memory_format=torch.channels_last) for t in model.tasks]
+        self.refine_nets = [copy.deepcopy(t.model).eval().to(self.device, memory_format=torch.channels_last) for t in model.refine.tasks] if model.refine else []
 
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, Letterbox]:
         lb = Letterbox.fit((image.shape[1], image.shape[0]), self.model.input_size)
@@ -68,12 +67,26 @@ class Predictor:
     def decode(self, output, letterboxes: list[Letterbox]) -> list[ImagePrediction]:
         return self.model.tasks[0].decode(output, letterboxes)
 
-    def predict_arrays(self, images: Sequence[np.ndarray]) -> list[ImagePrediction]:
-        """Predictions in original-image pixels for ``(H, W)`` uint8 images (any sizes)."""
+    @torch.inference_mode()
+    def forward_refine(self, batch: torch.Tensor):
+        """Raw refinement output(s) of a batch of normalised head crops, ensemble-averaged."""
+        x = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        return average_outputs([net(x) for net in self.refine_nets])
+
+    def predict_coarse(self, images: Sequence[np.ndarray]) -> list[ImagePrediction]:
+        """The first stage's predictions alone."""
         if not images:
             return []
         xs, lbs = zip(*(self.preprocess(im) for im in images))
         return self.decode(self.forward(torch.stack(xs)), list(lbs))
+
+    def predict_arrays(self, images: Sequence[np.ndarray]) -> list[ImagePrediction]:
+        """Predictions in original-image pixels for ``(H, W)`` uint8 images (any sizes): the
+        first stage, then the refinement stage when the model has one."""
+        coarse = self.predict_coarse(images)
+        if self.model.refine is None or not coarse:
+            return coarse
+        return self.model.refine.tasks[0].refine(self.refine_nets, images, coarse, forward=self.forward_refine)
 
     def flag(self, p: ImagePrediction, size: tuple[int, int] | None = None) -> tuple[str, str]:
         """``failed``: no measurement, or a degenerate one (a diameter under
@@ -156,17 +169,7 @@ def measurement_row(m: Measured) -> dict:
     }
 
 
-def head_ellipse(p: ImagePrediction) -> Ellipse | None:
-    """The head ellipse of a prediction: the fitted one (segmentation), else the one the two
-    diameters span."""
-    if p.status != "ok":
-        return None
-    if "ellipse" in p.extra:
-        return Ellipse(*p.extra["ellipse"])
-    try:
-        return ellipse_from_points(p.points)
-    except ValueError:
-        return None
+head_ellipse = prediction_ellipse
 
 
 def draw_overlay(image: np.ndarray, p: ImagePrediction | None, row: dict) -> np.ndarray:

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from fetalbio import POINT_COLUMNS, POINT_NAMES
+from fetalbio import POINT_COLUMNS, POINT_NAMES, UNC_COLUMNS
 from fetalbio.geometry.ellipse import Ellipse, ellipse_from_points, ellipse_to_mask, fit_ellipse
 from fetalbio.geometry.masks import perimeter_offset_px
 from fetalbio.metrics import (
@@ -49,7 +49,6 @@ from fetalbio.metrics import (
 )
 from fetalbio.metrics.biometry import diameters_px
 
-UNC_COLUMNS = [f"unc_{p}" for p in POINT_NAMES]
 
 
 @dataclass
@@ -75,6 +74,12 @@ def read_oof(model_dir: Path) -> pd.DataFrame:
     if dup.any():
         raise ValueError(f"{model_dir}: image(s) predicted in two folds: {oof.loc[dup, 'image_name'].tolist()[:5]}")
     return oof
+
+
+def output_kind(oof: pd.DataFrame) -> str:
+    """What a method outputs, which decides what is scored: ``"segmentation"`` (points and a
+    mask: Dice, IoU, HD95 too) when its held-out predictions have masks, else ``"landmark"``."""
+    return "segmentation" if (oof["mask_path"].fillna("") != "").any() else "landmark"
 
 
 def _mask_axes_px(mask01: np.ndarray, hc_px: float = float("nan")) -> tuple[float, float, float]:

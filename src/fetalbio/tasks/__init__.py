@@ -1,17 +1,27 @@
-"""Task families: what turns a network into BPD/OFD points (targets, loss, decoding)."""
+"""Tasks: a method as a whole (targets, loss, decoding, scoring, the rows it trains on).
+
+:data:`TASKS` maps a task family name (``VariantSpec.family``) to its class; a variant names its
+family in :mod:`fetalbio.variants`.
+"""
 
 from fetalbio.config import TrainConfig, VariantConfig
-from fetalbio.tasks.base import ImagePrediction, Sample, Task
+from fetalbio.registry import Registry
+from fetalbio.tasks.base import ImagePrediction, Sample, Task, prediction_ellipse
 from fetalbio.tasks.landmark import LandmarkTask
+from fetalbio.tasks.refine import RefineTask
 from fetalbio.tasks.segmentation import SegmentationTask
 from fetalbio.variants import get_variant
+
+TASKS: Registry = Registry("task")
+TASKS.register("landmark")(LandmarkTask)
+TASKS.register("segmentation")(SegmentationTask)
+TASKS.register("refine")(RefineTask)
 
 
 def build_task(variant: str, vcfg: VariantConfig, tcfg: TrainConfig) -> Task:
     """The task (model, codec/post-processing, loss) of a registered variant."""
     spec = get_variant(variant)
-    cls = LandmarkTask if spec.family == "landmark" else SegmentationTask
-    return cls(spec, vcfg, tcfg)
+    return TASKS.get(spec.family)(spec, vcfg, tcfg)
 
 
-__all__ = ["ImagePrediction", "LandmarkTask", "Sample", "SegmentationTask", "Task", "build_task"]
+__all__ = ["TASKS", "ImagePrediction", "LandmarkTask", "RefineTask", "Sample", "SegmentationTask", "Task", "build_task", "prediction_ellipse"]

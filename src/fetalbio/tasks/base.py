@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from fetalbio.data.transforms import Letterbox
+from fetalbio.geometry.ellipse import Ellipse, ellipse_from_points
 
 
 @dataclass
@@ -45,6 +46,19 @@ class ImagePrediction:
         return self.mask
 
 
+def prediction_ellipse(p: ImagePrediction) -> Ellipse | None:
+    """The head ellipse of a prediction: the fitted one (segmentation, refinement), else the one
+    the two diameters span (landmarks); None for a failed or degenerate prediction."""
+    if p.status != "ok":
+        return None
+    try:
+        if "ellipse" in p.extra:
+            return Ellipse(*p.extra["ellipse"])
+        return ellipse_from_points(p.points)
+    except ValueError:
+        return None
+
+
 def average_outputs(outputs: list):
     """Mean of the raw outputs of an ensemble's networks for one batch (tensors, or lists of
     tensors for multi-output networks); one output is returned as it is."""
@@ -56,11 +70,33 @@ def average_outputs(outputs: list):
 
 
 class Task:
-    """Base class. Subclasses build ``model`` and implement the four methods below."""
+    """A method: its network, training targets and loss, decoding, validation score and the rows
+    it can learn from. Subclasses build ``model`` and implement the methods below.
+
+    ``standalone``: the task measures an image on its own (False for a second stage that needs
+    a first stage's prediction: it trains per fold but has no held-out predictions of its own).
+    ``dataset_class``: the torch dataset that feeds it (None: the engine's letterboxed
+    :class:`~fetalbio.engine.dataset.BiometryDataset`); it takes ``(rows, table_dir, task,
+    tcfg, train, seed=, with_targets=)`` and exposes ``samples[i].letterbox``, the frame that
+    :meth:`decode` maps back to original pixels with.
+    ``measure_for_score``: validation scoring needs full decoding (the ellipse fit).
+    """
 
     family: str
     model: nn.Module
     needs_mask: bool = False
+    standalone: bool = True
+    dataset_class: type | None = None
+    measure_for_score: bool = False
+
+    def usable(self, rows):
+        """The rows of a label table this task can train on (one filter for folds and refits)."""
+        has_mask = rows["mask_path"].fillna("") != ""
+        return rows[[self.trainable(float(w), bool(m)) for w, m in zip(rows["weight"], has_mask)]]
+
+    def score_fn(self, val) -> Callable[[list[ImagePrediction]], float]:
+        """Inner-validation score of ``val``'s predictions (lower is better)."""
+        raise NotImplementedError
 
     def targets(self, sample: Sample, image: np.ndarray, points: np.ndarray | None, mask: np.ndarray | None) -> dict[str, np.ndarray]:
         """Training targets for one (augmented) sample, as float32 arrays."""

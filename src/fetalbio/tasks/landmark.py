@@ -10,6 +10,7 @@ from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.data.transforms import Letterbox
 from fetalbio.geometry.points import canonical_permutation
 from fetalbio.losses import build_loss, geometric_prior
+from fetalbio.metrics.landmarks import mre, radial_errors
 from fetalbio.models import build_model
 from fetalbio.tasks.base import ImagePrediction, Sample, Task
 from fetalbio.variants import VariantSpec
@@ -29,8 +30,23 @@ class LandmarkTask(Task):
         self.loss_fn = build_loss(vcfg.loss or spec.loss, **vcfg.loss_cfg)
         self.prior_weight = vcfg.geometric_prior
 
+    measure_for_score = True
+
     def trainable(self, weight: float, has_mask: bool) -> bool:
         return weight > 0
+
+    score_kind = "mre_px"
+
+    def score_fn(self, val):
+        """Lower is better: MRE in original px."""
+        ref = np.stack([s.letterbox.to_original(s.points) for s in val.samples])
+
+        def score(preds: list[ImagePrediction]) -> float:
+            pts = np.stack([p.points for p in preds])
+            err = radial_errors(pts, ref)["px"]
+            return float(mre(err)) if np.isfinite(err).any() else float("inf")
+
+        return score
 
     def targets(self, sample: Sample, image: np.ndarray, points: np.ndarray | None, mask: np.ndarray | None) -> dict[str, np.ndarray]:
         assert points is not None, "a landmark task needs points"

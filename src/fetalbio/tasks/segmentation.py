@@ -25,6 +25,7 @@ from fetalbio.data.transforms import Letterbox
 from fetalbio.geometry.ellipse import ellipse_endpoints, transform_ellipse
 from fetalbio.geometry.masks import estimate_edge_offset_px, fill_holes, largest_component, mask_to_ellipse, shrink_ellipse
 from fetalbio.losses import build_loss
+from fetalbio.metrics.segmentation import dice
 from fetalbio.models import build_model
 from fetalbio.tasks.base import ImagePrediction, Sample, Task
 from fetalbio.variants import VariantSpec
@@ -67,6 +68,21 @@ class SegmentationTask(Task):
 
     def trainable(self, weight: float, has_mask: bool) -> bool:
         return has_mask if self.mask_source == "sonographer" else weight > 0
+
+    score_kind = "one_minus_dice"
+
+    def score_fn(self, val):
+        """Lower is better: 1 - mean Dice on the original grid."""
+        refs = [s.letterbox.unapply(s.mask.astype(np.float32)) >= 0.5 for s in val.samples]
+
+        def score(preds: list[ImagePrediction]) -> float:
+            return 1.0 - float(np.mean([dice(p.full_mask(), r) for p, r in zip(preds, refs)]))
+
+        return score
+
+    def edge_offset_for(self, frame) -> float:
+        """The inward move (original px) of an ellipse decoded in ``frame``."""
+        return self.edge_offset_px
 
     def calibrate(self, rows: pd.DataFrame, table_dir: Path) -> dict:
         """``edge_offset_px``: for ``auto`` with sonographer masks, the median gap between the
@@ -121,10 +137,11 @@ class SegmentationTask(Task):
             extra = {"fit_residual_px": residual, "inlier_fraction": res.inlier_fraction}
             e = transform_ellipse(res.ellipse, lb.crop_to_original()) if res.ok else None
             reason = res.reason
-            if e is not None and self.edge_offset_px and e.b <= self.edge_offset_px:
+            offset = self.edge_offset_for(lb)
+            if e is not None and offset and e.b <= offset:
                 e, reason = None, "too_small"
             if e is not None:
-                e = shrink_ellipse(e, self.edge_offset_px) if self.edge_offset_px else e
+                e = shrink_ellipse(e, offset) if offset else e
                 extra["ellipse"] = e.as_tuple()
                 preds.append(ImagePrediction(np.asarray(ellipse_endpoints(e), dtype=np.float64), unc, extra=extra, mask_factory=mask_factory))
             else:

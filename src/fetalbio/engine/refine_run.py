@@ -1,0 +1,159 @@
+"""The ``refine`` stage's library call: a first stage's held-out predictions, refined.
+
+For every fold ``k`` of a first-stage variant, the coarse ellipses of its out-of-fold
+predictions (``models/<variant>/fold<k>/oof.csv``) are refined by the refinement network of the
+same fold (``models/refine/fold<k>``), which never saw fold ``k``; so the refined predictions
+are out-of-fold too. They are written in the same layout (``fold<k>/oof.csv``, ``masks/``), so
+``evaluate`` and ``compare`` treat ``<variant>_refined`` like any variant.
+
+Each fold's ``summary.json`` also reports how far the coarse ellipses were from the reference
+ones (centre shift over the semi-major axis, log scale, angle): the spreads that the refinement
+training's jitter (``variants.refine.crop.jitter``) has to cover.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+
+from fetalbio import POINT_COLUMNS, UNC_COLUMNS
+from fetalbio.config import TrainConfig, VariantConfig, from_dict
+from fetalbio.data.io import read_gray8
+from fetalbio.engine.run import member_checkpoints, write_heldout
+from fetalbio.engine.train import load_checkpoint
+from fetalbio.tasks import ImagePrediction, RefineTask, build_task, prediction_ellipse
+from fetalbio.tasks.refine import reference_ellipse
+from fetalbio.reporting import write_json
+
+READ_DTYPES = {"image_name": str, "reason": str, "mask_path": str}
+
+
+def load_refine_networks(fold_dir: Path, fold: int | None = None, device: torch.device | str = "cpu") -> tuple[RefineTask, list[torch.nn.Module]]:
+    """The refinement task (with its calibration) and network(s) of one fold folder."""
+    cks = [load_checkpoint(p) for p in member_checkpoints(fold_dir)]
+    cfg = cks[0]["config"]
+    if cfg.get("variant") != "refine":
+        raise ValueError(f"{fold_dir}: holds variant {cfg.get('variant')!r}, not the refinement stage")
+    if fold is not None and cfg.get("fold") != fold:
+        raise ValueError(f"{fold_dir}: trained with fold {cfg.get('fold')} held out, asked to refine fold {fold}")
+    vcfg = from_dict(VariantConfig, cfg["variant_cfg"], f"{fold_dir}: variant_cfg")
+    tcfg = from_dict(TrainConfig, cfg["train_cfg"], f"{fold_dir}: train_cfg")
+    nets = []
+    task = None
+    for ck in cks:
+        t = build_task("refine", vcfg, tcfg)
+        t.model.load_state_dict(ck["state_dict"])
+        t.model.to(device).eval()
+        nets.append(t.model)
+        task = task or t
+    task.set_calibration(cfg.get("calibration") or {})
+    return task, nets  # type: ignore[return-value]
+
+
+def coarse_prediction(row: pd.Series, mask_file: Path | None) -> ImagePrediction:
+    """A first stage's held-out prediction rebuilt from its ``oof.csv`` row."""
+    pts = row[list(POINT_COLUMNS)].to_numpy(dtype=np.float64).reshape(4, 2)
+    unc = row[UNC_COLUMNS].to_numpy(dtype=np.float64)
+    status = str(row["status"])
+    factory = None
+    if mask_file is not None:
+        def factory(path=mask_file):
+            m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            return None if m is None else (m > 127).astype(np.uint8)
+    extra = {"fit_residual_px": float(row.get("fit_residual_px", np.nan))}
+    reason = row["reason"] if isinstance(row["reason"], str) else ""
+    return ImagePrediction(pts, unc, status, reason, extra=extra, mask_factory=factory)
+
+
+def ellipse_errors(coarse: ImagePrediction, mask01: np.ndarray | None) -> dict[str, float] | None:
+    """How far a coarse ellipse is from the reference mask's: centre shift / a, log(a/a_ref),
+    angle (degrees, folded into [-90, 90))."""
+    e = prediction_ellipse(coarse)
+    ref = reference_ellipse(mask01) if mask01 is not None else None
+    if e is None or ref is None:
+        return None
+    dth = (math.degrees(e.theta - ref.theta) + 90.0) % 180.0 - 90.0
+    return {"centre_frac": float(np.hypot(e.cx - ref.cx, e.cy - ref.cy) / ref.a), "log_scale": math.log(e.a / ref.a), "angle_deg": dth}
+
+
+def _spread(errs: list[dict[str, float]]) -> dict[str, Any]:
+    if not errs:
+        return {}
+    df = pd.DataFrame(errs)
+    return {
+        "n": int(len(df)),
+        # per-axis centre spread (the jitter draws each axis): the radial RMS over sqrt(2)
+        "centre_frac_axis_rms": float(np.sqrt(np.mean(df["centre_frac"] ** 2) / 2.0)),
+        "log_scale_rms": float(np.sqrt(np.mean(df["log_scale"] ** 2))),
+        "angle_deg_rms": float(np.sqrt(np.mean(df["angle_deg"] ** 2))),
+        "centre_frac_p90": float(np.quantile(df["centre_frac"], 0.9)),
+        "abs_log_scale_p90": float(np.quantile(df["log_scale"].abs(), 0.9)),
+        "abs_angle_deg_p90": float(np.quantile(df["angle_deg"].abs(), 0.9)),
+    }
+
+
+def refine_heldout(clean: pd.DataFrame, table_dir: Path, coarse_dir: Path, refine_dir: Path, out_dir: Path, batch_size: int = 16) -> dict[str, Any]:
+    """Refine every fold of ``coarse_dir`` with the same fold of ``refine_dir``; write
+    ``out_dir/fold<k>/{oof.csv,masks/,summary.json}``; return the summary over folds."""
+    folds = sorted(p for p in Path(coarse_dir).glob("fold*") if (p / "oof.csv").is_file())
+    if not folds:
+        raise FileNotFoundError(f"no fold*/oof.csv under {coarse_dir}: train the first stage first")
+    by_name = clean.set_index("image_name")
+    totals = {"n_images": 0, "n_refined": 0, "n_kept_coarse": 0, "kept_reasons": {}}
+    for fold_dir in folds:
+        fold = int(fold_dir.name[len("fold"):])
+        task, nets = load_refine_networks(Path(refine_dir) / f"fold{fold}", fold)
+        oof = pd.read_csv(fold_dir / "oof.csv", dtype=READ_DTYPES, keep_default_na=True)
+        missing = sorted(set(oof["image_name"]) - set(by_name.index))
+        if missing:
+            raise ValueError(f"{fold_dir / 'oof.csv'}: image(s) not in the cleaned table: {missing[:5]}")
+        preds: list[ImagePrediction] = []
+        errs = []
+        for start in range(0, len(oof), batch_size):
+            chunk = oof.iloc[start : start + batch_size]
+            images, coarse = [], []
+            for _, r in chunk.iterrows():
+                ref = by_name.loc[r["image_name"]]
+                images.append(read_gray8(Path(table_dir) / ref["image_path"]).pixels)
+                mp = r["mask_path"] if isinstance(r["mask_path"], str) and r["mask_path"] else None
+                c = coarse_prediction(r, fold_dir / mp if mp else None)
+                coarse.append(c)
+                ref_mask = ref.get("mask_path", "")
+                if isinstance(ref_mask, str) and ref_mask:
+                    m = cv2.imread(str(Path(table_dir) / ref_mask), cv2.IMREAD_GRAYSCALE)
+                    err = ellipse_errors(c, None if m is None else (m > 127).astype(np.uint8))
+                    if err is not None:
+                        errs.append(err)
+            preds.extend(task.refine(nets, images, coarse, batch_size=batch_size))
+        out_fold = Path(out_dir) / f"fold{fold}"
+        rows = oof[["image_name"]].reset_index(drop=True)
+        for p in preds:  # a coarse prediction kept as it was says why in its reason
+            why = p.extra.get("refine", "")
+            if why and p.status == "ok":
+                p.reason = why
+        write_heldout(out_fold, rows, preds, fold, with_masks=True)
+        kept = [p.extra.get("refine", "") for p in preds if "coarse_ellipse" not in p.extra]
+        summary = {
+            "fold": fold,
+            "first_stage": str(coarse_dir),
+            "n_images": len(preds),
+            "n_refined": int(sum("coarse_ellipse" in p.extra for p in preds)),
+            "n_kept_coarse": len(kept),
+            "kept_reasons": pd.Series([k or "coarse failed" for k in kept], dtype=object).value_counts().to_dict() if kept else {},
+            "passes": task.passes,
+            "calibration": {"edge_offset_px": task.edge_offset_px, "edge_offset_per_crop_px": task.edge_offset_per_crop_px},
+            "coarse_ellipse_errors": _spread(errs),
+        }
+        write_json(out_fold / "summary.json", summary)
+        totals["n_images"] += summary["n_images"]
+        totals["n_refined"] += summary["n_refined"]
+        totals["n_kept_coarse"] += summary["n_kept_coarse"]
+        for k, v in summary["kept_reasons"].items():
+            totals["kept_reasons"][k] = totals["kept_reasons"].get(k, 0) + int(v)
+    return totals
