@@ -220,9 +220,20 @@ def test_unknown_variant_on_the_command_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("command", ["compare", "final"])
 def test_unknown_variant_listed_in_params(tmp_path: Path, command: str) -> None:
-    p = _params(tmp_path, lambda d: d["landmark_variants"].append("nope"))
+    p = _params(tmp_path, lambda d: d["variant_names"].append("nope"))
     out = _invoke([command, "--params", p, "--metrics-dir", tmp_path / "none"], 1)  # refused before any file is read
-    assert f"{p}: landmark_variants: unknown variant 'nope'; valid: " in out
+    assert f"{p}: variant_names: unknown variant 'nope'; valid: " in out and "refine" not in out.split("valid:")[1]
+
+
+@pytest.mark.parametrize("edit,msg", [
+    (lambda d: d.__setitem__("landmark_variants", ["hm_unet"]), "landmark_variants is gone; list every variant in one `variant_names` list"),
+    (lambda d: d["variant_names"].append("refine"), "variant_names: unknown variant 'refine'"),
+    (lambda d: d["variant_names"].append("hm_unet"), "variant_names: ['hm_unet'] listed twice"),
+])
+def test_bad_variant_names(tmp_path: Path, edit, msg: str) -> None:
+    p = _params(tmp_path, edit)
+    out = _invoke(["compare", "--params", p, "--metrics-dir", tmp_path / "none"], 1)
+    assert msg in out
 
 
 def test_negative_epochs(tmp_path: Path) -> None:

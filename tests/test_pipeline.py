@@ -19,13 +19,15 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_project(tmp_path_factory.mktemp("project"))
 
 
-TRAIN_STAGES = [f"train_landmark@{v}-{f}" for v in ("hm_unet", "coord_regression") for f in (0, 1)] + [f"train_segmentation@seg_unet-{f}" for f in (0, 1)]
+VARIANTS = ("hm_unet", "coord_regression", "seg_unet")
+TRAIN_STAGES = [f"train@{v}-{f}" for v in VARIANTS for f in (0, 1)] + [f"train_refine@{f}" for f in (0, 1)]
+EVAL_STAGES = [f"{stage}@{v}" for v in VARIANTS for stage in ("refine", "evaluate", "evaluate_refined")]
 
 
 @pytest.mark.slow
 def test_dvc_repro_end_to_end(project: Path) -> None:
     out = _run(["dvc", "repro"], project).stdout
-    for stage in ("ingest", "clean_labels", "build_folds", *TRAIN_STAGES, "evaluate_landmark@hm_unet", "evaluate_segmentation@seg_unet", "compare", "final"):
+    for stage in ("ingest", "clean_labels", "build_folds", *TRAIN_STAGES, *EVAL_STAGES, "compare", "final"):
         assert f"Running stage '{stage}'" in out, stage
     table = pd.read_csv(project / "data/ingested/table.csv")
     assert len(table) == 48
@@ -34,21 +36,27 @@ def test_dvc_repro_end_to_end(project: Path) -> None:
     assert set(folds["image_name"]) == set(clean["image_name"])
     assert (folds.groupby("subject_id")["fold"].nunique() == 1).all()
     assert (project / "plots/label_audit.png").stat().st_size > 10_000
-    for m in ("ingest", "label_audit", "folds", "compare", "variants/hm_unet", "variants/seg_unet"):
+    for m in ("ingest", "label_audit", "folds", "compare", *(f"variants/{v}{r}" for v in VARIANTS for r in ("", "_refined"))):
         assert (project / f"metrics/{m}.json").is_file()
     # every image is predicted exactly once, by the model that did not train on it
     oof = pd.concat([pd.read_csv(p) for p in sorted((project / "models/seg_unet").glob("fold*/oof.csv"))])
     assert sorted(oof["image_name"]) == sorted(clean["image_name"])
     fold_of = dict(zip(folds["image_name"], folds["fold"]))
     assert all(fold_of[n] == f for n, f in zip(oof["image_name"], oof["fold"]))
+    # the refined predictions of a fold come from that fold's coarse ellipses and refinement network
+    for f in (0, 1):
+        refined = pd.read_csv(project / f"models/hm_unet_refined/fold{f}/oof.csv")
+        coarse = pd.read_csv(project / f"models/hm_unet/fold{f}/oof.csv")
+        assert list(refined["image_name"]) == list(coarse["image_name"]) and (refined["fold"] == f).all()
+        assert yaml.safe_load((project / f"models/refine/fold{f}/summary.json").read_text())["fold"] == f
     compare_md = (project / "metrics/compare.md").read_text()
-    for v in ("hm_unet", "coord_regression", "seg_unet"):
-        assert f"| {v} |" in compare_md
+    for v in VARIANTS:
+        assert f"| {v} |" in compare_md and f"| {v}_refined |" in compare_md
     for png in ("ced", "bland_altman", "worst_cases"):
         assert (project / f"plots/compare/{png}.png").stat().st_size > 5_000
     # the exported model measures new images, and its card carries the pipeline's numbers
     final = yaml.safe_load((project / "metrics/final.json").read_text())
-    assert final["variant"] in ("hm_unet", "coord_regression", "seg_unet") and final["n_models"] == 1
+    assert final["variant"] in [f"{v}{r}" for v in VARIANTS for r in ("", "_refined")] and final["n_models"] == 1
     card = (project / "reports/model_card.md").read_text()
     assert f"`{final['variant']}`" in card and "Not a medical device" in card
     imgs = sorted((project / "data/sample/images").iterdir())[:2]
@@ -70,7 +78,7 @@ def test_one_variant_param_invalidates_only_that_variant(project: Path) -> None:
     status = _run(["dvc", "status"], project).stdout
     changed = {line.strip().rstrip(":") for line in status.splitlines() if line and not line.startswith(("\t", " "))}
     # `final` reads every variant's params (which variant it exports depends on the comparison)
-    assert changed == {"train_landmark@coord_regression-0", "train_landmark@coord_regression-1", "final"}, status
+    assert changed == {"train@coord_regression-0", "train@coord_regression-1", "final"}, status
 
 
 @pytest.mark.slow

@@ -28,8 +28,7 @@ def nano_params(params: dict) -> dict:
     thread per training process (two run side by side), and `final` exports the fold models
     instead of training once more."""
     params = micro_params(params)
-    params["landmark_variants"] = ["hm_unet"]
-    params["segmentation_variants"] = ["seg_unet"]
+    params["variant_names"] = ["hm_unet", "seg_unet"]
     params["train"] = {**params["train"], "epochs": 1, "warmup_epochs": 0, "cpu_threads": 1}
     params["final"] = {**params["final"], "source": "folds"}
     v = params["variants"]   # a fixed mask-edge offset: no calibration fits in each seg_unet fold
@@ -87,7 +86,7 @@ def test_queued_experiments_run_in_parallel(baseline: Path) -> None:
     # targeted at the changed variant's evaluation, so that the experiments skip `compare` and
     # `final` (cost only: two stages fewer per experiment; untargeted they run too, as in the README)
     for name, sigma in SIGMAS.items():
-        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"variants.hm_unet.codec.sigma={sigma}", "evaluate_landmark@hm_unet"], baseline)
+        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"variants.hm_unet.codec.sigma={sigma}", "evaluate@hm_unet"], baseline)
     most_running = 0
     try:
         # returns at once; the detached workers inherit its stdout/stderr, so these must not be pipes
@@ -119,9 +118,9 @@ def test_queued_experiments_run_in_parallel(baseline: Path) -> None:
 
     # only the changed variant (and what reads it) ran; seg_unet was not retrained
     for name, log in logs.items():
-        for stage in ("train_landmark@hm_unet-0", "train_landmark@hm_unet-1", "evaluate_landmark@hm_unet"):
+        for stage in ("train@hm_unet-0", "train@hm_unet-1", "evaluate@hm_unet"):
             assert f"Running stage '{stage}'" in log, (name, stage, log)
-        for stage in ("ingest", "build_folds", "train_segmentation@seg_unet-0", "train_segmentation@seg_unet-1", "evaluate_segmentation@seg_unet", "compare"):
+        for stage in ("ingest", "build_folds", "train@seg_unet-0", "train@seg_unet-1", "evaluate@seg_unet", "compare"):
             assert f"Running stage '{stage}'" not in log, (name, stage, log)
 
     rows = json.loads(run(["dvc", "exp", "show", "--json"], baseline).stdout)

@@ -198,7 +198,7 @@ def test_saved_weights_are_the_best_inner_val_epoch(runs, key: str) -> None:
     table = clean.merge(folds[["image_name", "fold"]], on="image_name")
     _, va = inner_split(table[table["fold"] != HELD], TCFG.inner_val_frac, SEED + HELD)
     val_ds = BiometryDataset(va, d, task, TCFG, train=False)
-    score = run_mod._score_fn(task, val_ds)(predict(task, val_ds, TCFG, torch.device("cpu")))
+    score = task.score_fn(val_ds)(predict(task, val_ds, TCFG, torch.device("cpu")))
     assert score == pytest.approx(r["summary"]["best_inner_val_score"], rel=1e-6, abs=1e-9)
     history = json.loads((r["dir"] / "dvclive" / "metrics.json").read_text())
     assert r["summary"]["best_inner_val_score"] <= history["val_score"] + 1e-9  # last logged epoch is never better

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fetalbio.engine.run import UNC_COLUMNS
+from fetalbio import UNC_COLUMNS
 from fetalbio.inference.export import choose_variant, uncertainty_threshold
 from fetalbio.metrics.biometry import errors_by_tercile
 

@@ -10,13 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fetalbio import POINT_COLUMNS, POINT_NAMES
+from fetalbio import POINT_COLUMNS, POINT_NAMES, UNC_COLUMNS
 from fetalbio.geometry.ellipse import ellipse_from_points, ellipse_to_mask
 from fetalbio.geometry.ellipse import Ellipse
 from fetalbio.metrics.biometry import errors_by_tilt
 from fetalbio.reporting.evaluate import _mask_axes_px, evaluate, per_image_table, read_oof
 
-UNC_COLUMNS = [f"unc_{p}" for p in POINT_NAMES]
 OOF_COLUMNS = ["image_name", "fold", *POINT_COLUMNS, *UNC_COLUMNS, "status", "reason", "mask_path", "fit_residual_px"]
 # ofd horizontal (80 px), bpd vertical (60 px), canonical order
 REF = np.array([[20.0, 50.0], [100.0, 50.0], [60.0, 20.0], [60.0, 80.0]])

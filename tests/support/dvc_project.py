@@ -37,12 +37,12 @@ def micro_params(params: dict) -> dict:
     (heatmap, regression, segmentation), tiny widths, 2 epochs. Same code paths."""
     params = dict(params)
     params["folds"] = {**params["folds"], "ids": [0, 1]}
-    params["landmark_variants"] = ["hm_unet", "coord_regression"]
-    params["segmentation_variants"] = ["seg_unet"]
+    params["variant_names"] = ["hm_unet", "coord_regression", "seg_unet"]
     params["train"] = {**params["train"], "epochs": 2, "input_width": 96, "input_height": 64, "progress": False}
     v = params["variants"]
     v["hm_unet"] = {**v["hm_unet"], "arch": {"base_width": 4, "depth": 3}}
     v["seg_unet"] = {**v["seg_unet"], "arch": {"base_width": 4, "depth": 3}}
+    v["refine"] = {**v["refine"], "arch": {"base_width": 4, "depth": 3}, "train": {"input_width": 96, "input_height": 64}}
     v["coord_regression"] = {**v["coord_regression"], "arch": {"base_width": 4, "hidden": 16}, "loss_cfg": {"scale": [96, 64]}}
     return params
 

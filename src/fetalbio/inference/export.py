@@ -72,7 +72,7 @@ def read_fold_outputs(variant_dir: Path, need_oof: bool = True) -> tuple[pd.Data
     """All held-out predictions, checkpoint paths (every member of every fold) and training
     summaries of a variant's folds (``need_oof=False``: folds without held-out predictions, as
     the refinement stage's, count too; the predictions are then None)."""
-    marker = "oof.csv" if need_oof else "summary.json"
+    marker = "oof.csv" if need_oof else "model.pt"
     folds = sorted(p for p in Path(variant_dir).glob("fold*") if (p / marker).is_file())
     if not folds:
         raise FileNotFoundError(f"no fold*/{marker} under {variant_dir}: train the variant first")
