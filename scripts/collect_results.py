@@ -89,7 +89,7 @@ def main(src: Path, dest: Path, model_dest: Path | None = None) -> None:
             if (dest / rel).is_file():
                 (dest / rel).unlink()
                 print(f"left out {rel}: the final stage did not run on this run's outputs")
-    variants = list(params.get("landmark_variants", [])) + list(params.get("segmentation_variants", []))
+    variants = list(params.get("variant_names", [])) or list(params.get("landmark_variants", [])) + list(params.get("segmentation_variants", []))
     seconds: dict[str, float] = {}
     for v in variants:
         for rel in (f"metrics/variants/{v}.json", f"plots/variants/{v}"):

@@ -3,24 +3,35 @@ params.yaml, refusing keys that params.yaml does not have (typos)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import typer
 import yaml
 
-from fetalbio.config import ConfigError, read_params
+from fetalbio.config import ConfigError, TrainConfig, read_params
 from stages._common import friendly_errors
 
 app = typer.Typer(add_completion=False)
 
+def _may_add(where: str) -> bool:
+    """A key params.yaml may lack: anything inside ``variants`` (a new variant, or options of one:
+    validated when the variant's stage runs), and an optional key of the ``train`` section that
+    params.yaml leaves at its default (e.g. ``train.schedule``)."""
+    if where.startswith("variants."):
+        return True
+    section, _, key = where.partition(".")
+    return section == "train" and key in {f.name for f in dataclasses.fields(TrainConfig)}
+
+
 def deep_merge(base: dict[str, Any], over: dict[str, Any], path: str = "") -> dict[str, Any]:
-    """Merge ``over`` into ``base``. New keys are refused except inside ``variants`` (a new
-    variant, or options of one: those are validated when the variant's stage runs)."""
+    """Merge ``over`` into ``base``. New keys are refused (typos) except where :func:`_may_add`
+    allows them."""
     out = dict(base)
     for k, v in over.items():
         where = f"{path}.{k}" if path else k
-        if k not in base and not where.startswith("variants."):
+        if k not in base and not _may_add(where):
             raise ConfigError(f"override key {where!r} does not exist in params.yaml")
         out[k] = deep_merge(base[k], v, where) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
     return out

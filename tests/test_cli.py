@@ -80,6 +80,27 @@ def test_params_merge_refuses_typos(tmp_path: Path, override: dict, msg: str) ->
     assert msg in _fail(["params-merge", str(o), "--params", str(p)])
 
 
+def test_params_merge_adds_optional_train_keys(tmp_path: Path) -> None:
+    p = _params(tmp_path, lambda d: None)
+    o = tmp_path / "o.yaml"
+    o.write_text(yaml.safe_dump({"train": {"schedule": "cosine_restarts", "restart_epochs": 3}}))
+    res = runner.invoke(app, ["params-merge", str(o), "--params", str(p)])
+    assert res.exit_code == 0, res.output
+    merged = yaml.safe_load(p.read_text())
+    assert merged["train"]["schedule"] == "cosine_restarts" and merged["train"]["restart_epochs"] == 3
+
+
+def test_params_merge_applies_writeups_config(tmp_path: Path) -> None:
+    p = _params(tmp_path, lambda d: None)
+    res = runner.invoke(app, ["params-merge", str(REPO / "configs/full-cpu-writeups.yaml"), "--params", str(p)])
+    assert res.exit_code == 0, res.output
+    merged = yaml.safe_load(p.read_text())
+    assert merged["variant_names"] == ["multihead_unet", "hybrid_hourglass", "attention_fpn", "vit_landmark",
+                                       "coord_alexnet", "coord_resnet18", "coord_resnet34", "coord_efficientnet"]
+    assert merged["train"]["epochs"] == 15
+    assert merged["data"]["root"] == "../shared/data/fetal-head"
+
+
 def test_params_merge_applies_full_config(tmp_path: Path) -> None:
     p = _params(tmp_path, lambda d: None)
     res = runner.invoke(app, ["params-merge", str(REPO / "configs/full-cpu.yaml"), "--params", str(p)])

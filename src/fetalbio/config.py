@@ -105,12 +105,22 @@ class TrainConfig:
 
     input_width: int = 128
     input_height: int = 96
-    normalize: Literal["zscore", "clahe"] = "zscore"
+    # intensity preprocessing (fetalbio.data.transforms.normalize): a speckle filter (median,
+    # bilateral or anisotropic diffusion) and/or CLAHE, then the per-image z-score
+    normalize: Literal[
+        "zscore", "clahe", "median", "bilateral", "diffusion", "median_clahe", "bilateral_clahe", "diffusion_clahe"
+    ] = "zscore"
     batch_size: int = 8
     epochs: int = 10
     lr: float = 2e-3
     weight_decay: float = 1e-4
     warmup_epochs: int = 1
+    # learning-rate schedule after the linear warm-up: one cosine decay to 0 at the last epoch
+    # (warmup_cosine), or cosine annealing with warm restarts (SGDR, cosine_restarts) whose
+    # first cycle lasts restart_epochs epochs and every next one restart_mult times longer
+    schedule: Literal["warmup_cosine", "cosine_restarts"] = "warmup_cosine"
+    restart_epochs: int = 2
+    restart_mult: int = 2
     patience: int = 5
     inner_val_frac: float = 0.15
     num_workers: int = 0
@@ -130,6 +140,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.warmup_epochs < 0 or self.patience < 1 or self.num_workers < 0 or self.cpu_threads < 1:
             raise ConfigError("train.warmup_epochs >= 0, train.patience >= 1, train.num_workers >= 0 and train.cpu_threads >= 1 are required")
+        if self.restart_epochs < 1 or self.restart_mult < 1:
+            raise ConfigError(f"train.restart_epochs and train.restart_mult must be >= 1, got {self.restart_epochs}, {self.restart_mult}")
         if not self.lr > 0 or self.weight_decay < 0:
             raise ConfigError(f"train.lr must be > 0 and train.weight_decay >= 0, got {self.lr}, {self.weight_decay}")
         if not 0.0 < self.inner_val_frac <= 0.5:

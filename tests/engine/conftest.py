@@ -38,6 +38,12 @@ TINY_ARCH: dict[str, Any] = {
     "dropout": 0.0,
     "aspp_width": 8,
     "low_level_width": 4,
+    "fpn_width": 8,
+    "embed_dim": 16,
+    "heads": 2,
+    "conv_widths": (4, 8, 8, 8, 8),
+    "width_mult": 0.1,
+    "depth_mult": 0.25,
 }
 
 

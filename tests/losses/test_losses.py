@@ -50,7 +50,7 @@ def _case(name: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 
 def test_registry_and_build_errors():
-    assert set(LOSSES.names()) == set(ALL_LOSSES)
+    assert set(LOSSES.names()) == set(ALL_LOSSES) | {"heatmap_coord"}
     for name in ALL_LOSSES:
         assert isinstance(build_loss(name), torch.nn.Module)
     with pytest.raises(KeyError, match="adaptive_wing"):
@@ -328,3 +328,62 @@ def test_boundary_term_weights_contour_errors_up():
     assert no_boundary(on_contour, target).item() == pytest.approx(
         plain(on_contour, target).item(), rel=1e-6
     )
+
+
+# ------------------------------------------------------------------ joint heatmap + coordinate loss
+
+
+def _joint_case(seed: int = 0):
+    heat_t = _gauss_maps(seed=seed)
+    g = torch.Generator().manual_seed(seed + 7)
+    coords_t = torch.rand(3, 4, 2, generator=g)
+    heat_p = heat_t + 0.2 * torch.randn(heat_t.shape, generator=g)
+    coords_p = coords_t + 0.05 * torch.randn(coords_t.shape, generator=g)
+    return (heat_p, coords_p), (heat_t, coords_t)
+
+
+def test_heatmap_coord_is_the_weighted_sum_of_its_terms():
+    pred, target = _joint_case()
+    sw, cw = torch.tensor([1.0, 0.5, 0.0]), torch.tensor([[1.0, 1.0, 0.0, 1.0]] * 3)
+    loss = build_loss("heatmap_coord", heatmap="adaptive_wing", coord="smooth_l1", coord_cfg={"scale": [64, 48]},
+                      heatmap_weight=2.0, coord_weight=0.01)
+    heat = build_loss("adaptive_wing")(pred[0], target[0], sw, cw)
+    coord = build_loss("smooth_l1", scale=[64, 48])(pred[1], target[1], sw, cw)
+    assert loss(pred, target, sw, cw).item() == pytest.approx(2.0 * heat.item() + 0.01 * coord.item(), rel=1e-6)
+    assert loss(target, target).item() == pytest.approx(0.0, abs=1e-7)
+    # defaults: heatmap MSE + 0.001 x wing
+    default = build_loss("heatmap_coord")
+    expected = build_loss("heatmap_mse")(*(t for t in (pred[0], target[0]))) + 1e-3 * build_loss("wing")(pred[1], target[1])
+    assert default(pred, target).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_heatmap_coord_deep_supervision_and_point_weights():
+    (heat, coords), target = _joint_case()
+    other = heat + 0.1
+    loss = build_loss("heatmap_coord")
+    both = loss(([heat, other], coords), target)
+    mean = 0.5 * (loss((heat, coords), target) + loss((other, coords), target))
+    assert both.item() == pytest.approx(mean.item(), rel=1e-6)
+    pw = [2.0, 1.0, 0.0, 1.0]
+    weighted = build_loss("heatmap_coord", point_weights=pw)((heat, coords), target)
+    per_term = build_loss("heatmap_mse", point_weights=pw)(heat, target[0]) + 1e-3 * build_loss("wing", point_weights=pw)(coords, target[1])
+    assert weighted.item() == pytest.approx(per_term.item(), rel=1e-6)
+    leaves = [heat.clone().requires_grad_(True), coords.clone().requires_grad_(True)]
+    loss((leaves[0], leaves[1]), target).backward()
+    assert all(leaf.grad is not None and torch.isfinite(leaf.grad).all() and leaf.grad.abs().sum() > 0 for leaf in leaves)
+
+
+@pytest.mark.parametrize(
+    ("cfg", "match"),
+    [
+        ({"heatmap": "wing"}, "heatmap must be one of"),
+        ({"coord": "heatmap_mse"}, "coord must be one of"),
+        ({"coord_weight": -1.0}, "coord_weight"),
+        ({"point_weights": [1, 1, 1, 1], "coord_cfg": {"point_weights": [1, 1, 1, 1]}}, "point_weights once"),
+    ],
+)
+def test_heatmap_coord_bad_options(cfg, match):
+    with pytest.raises(ValueError, match=match):
+        build_loss("heatmap_coord", **cfg)
+    with pytest.raises(TypeError, match="gamma"):
+        build_loss("heatmap_coord", gamma=1.0)

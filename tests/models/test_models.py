@@ -22,16 +22,26 @@ def _final(y: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
     return y[-1] if isinstance(y, list) else y
 
 
-def _expected_shape(model: nn.Module, batch: int, out: int, h: int, w: int) -> tuple[int, ...]:
-    if model.output_kind == "vector":
+def _parts(model: nn.Module, y: torch.Tensor | list[torch.Tensor]) -> list[tuple[torch.Tensor, str]]:
+    """The final output(s) with their kind: a hybrid network's (heatmaps, coords), else one."""
+    if model.output_kind == "hybrid":
+        assert isinstance(y, list) and len(y) >= 2
+        return [(y[-2], "dense"), (y[-1], "vector")]
+    return [(_final(y), model.output_kind)]
+
+
+def _expected_shape(model: nn.Module, batch: int, out: int, h: int, w: int, kind: str | None = None) -> tuple[int, ...]:
+    kind = kind or model.output_kind
+    if kind == "vector":
         return (batch, out, 2)
-    assert model.output_kind == "dense"
+    assert kind == "dense"
     s = model.output_stride
     return (batch, out, h // s, w // s)
 
 
 def test_expected_models_are_registered() -> None:
-    expected = {"unet", "attention_unet", "deeplabv3plus", "hourglass", "hrnet_lite", "resnet_deconv", "coord_regression"}
+    expected = {"unet", "attention_unet", "deeplabv3plus", "hourglass", "hrnet_lite", "resnet_deconv", "coord_regression",
+                "multihead_unet", "hybrid_hourglass", "attention_fpn", "vit_landmark", "alexnet_regression", "efficientnet_regression"}
     assert expected <= set(ALL)
 
 
@@ -39,7 +49,7 @@ def test_expected_models_are_registered() -> None:
 def test_contract_shapes_and_gradients(name: str, out: int) -> None:
     torch.manual_seed(0)
     model = build_model(name, 1, out)
-    assert model.output_kind in ("dense", "vector")
+    assert model.output_kind in ("dense", "vector", "hybrid")
     assert isinstance(model.output_stride, int) and model.output_stride >= 1
     assert 32 % model.input_multiple == 0, "every model must accept multiples of 32"
 
@@ -47,16 +57,21 @@ def test_contract_shapes_and_gradients(name: str, out: int) -> None:
     model.eval()
     with torch.no_grad():
         y = model(x)
-    assert isinstance(y, torch.Tensor)
-    assert y.shape == _expected_shape(model, 2, out, SIZE, SIZE)
-    assert torch.isfinite(y).all()
-    if model.output_kind == "vector":
-        assert ((y >= 0) & (y <= 1)).all()
+    if model.output_kind == "hybrid":
+        assert isinstance(y, list) and len(y) == 2
+    else:
+        assert isinstance(y, torch.Tensor)
+    for part, kind in _parts(model, y):
+        assert part.shape == _expected_shape(model, 2, out, SIZE, SIZE, kind)
+        assert torch.isfinite(part).all()
+        if kind == "vector":
+            assert ((part >= 0) & (part <= 1)).all()
 
     model.train()
-    y = _final(model(x))
-    assert y.shape == _expected_shape(model, 2, out, SIZE, SIZE)
-    y.square().mean().backward()
+    parts = _parts(model, model(x))
+    for part, kind in parts:
+        assert part.shape == _expected_shape(model, 2, out, SIZE, SIZE, kind)
+    sum(part.square().mean() for part, _ in parts).backward()
     for pname, p in model.named_parameters():
         if p.requires_grad:
             assert p.grad is not None, f"{name}: no gradient for {pname}"
@@ -68,20 +83,23 @@ def test_non_square_input(name: str) -> None:
     model = build_model(name, 1, 4).eval()
     with torch.no_grad():
         y = model(torch.randn(2, 1, 64, 96))
-    assert y.shape == _expected_shape(model, 2, 4, 64, 96)
+    for part, kind in _parts(model, y):
+        assert part.shape == _expected_shape(model, 2, 4, 64, 96, kind)
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if build_model(n, 1, 1).output_kind == "dense"])
+@pytest.mark.parametrize("name", [n for n in ALL if build_model(n, 1, 1).output_kind in ("dense", "hybrid")])
 def test_initial_dense_outputs_near_zero(name: str) -> None:
     torch.manual_seed(0)
     model = build_model(name, 1, 4).train()
-    y = _final(model(torch.randn(2, 1, SIZE, SIZE)))
+    y = _parts(model, model(torch.randn(2, 1, SIZE, SIZE)))[0][0]
     assert y.abs().max() < 0.5, f"{name}: initial outputs should be near 0, max |y| = {y.abs().max():.3f}"
 
 
-def test_coord_regression_starts_at_centre() -> None:
-    model = build_model("coord_regression", 1, 4).train()
-    y = model(torch.randn(2, 1, SIZE, SIZE))
+@pytest.mark.parametrize("name", [n for n in ALL if build_model(n, 1, 1).output_kind in ("vector", "hybrid")])
+def test_coordinate_outputs_start_at_centre(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, 1, 4).train()
+    y = _parts(model, model(torch.randn(2, 1, SIZE, SIZE)))[-1][0]
     assert torch.allclose(y, torch.full_like(y, 0.5), atol=0.05)
 
 
@@ -116,13 +134,20 @@ def test_single_stack_hourglass_returns_tensor_in_training() -> None:
         ("coord_regression", {"hidden": 0, "dropout": 0.1}),
         ("hrnet_lite", {"widths": [8, 16, 32], "modules": [1, 1, 1], "blocks": 1}),
         ("hourglass", {"depth": 2, "width": 16, "blocks": 2}),
+        ("multihead_unet", {"base_width": 4, "depth": 3, "bilinear": True, "head_points": 1}),
+        ("hybrid_hourglass", {"stacks": 2, "depth": 2, "width": 16, "reduce_convs": 0, "pool": [2, 2], "hidden": 0, "dropout": 0.1}),
+        ("attention_fpn", {"layers": [1, 1, 1, 1], "base_width": 8, "block": "bottleneck", "fpn_width": 16, "levels": 2, "reduction": 2}),
+        ("vit_landmark", {"patch_size": 16, "embed_dim": 24, "depth": 1, "heads": 3, "mlp_ratio": 1.0, "dropout": 0.1, "pos_grid": [2, 2]}),
+        ("alexnet_regression", {"conv_widths": [4, 8, 8, 8, 8], "batch_norm": False, "pool": 1, "hidden": 8, "dropout": 0.0}),
+        ("efficientnet_regression", {"width_mult": 0.5, "depth_mult": 0.3, "se_ratio": 0.0, "drop_path": 0.2, "pool": [2, 2], "hidden": 0}),
     ],
 )
 def test_arch_options(name: str, arch: dict) -> None:
     model = build_model(name, 1, 3, **arch).eval()
     with torch.no_grad():
-        y = _final(model(torch.randn(2, 1, SIZE, SIZE)))
-    assert y.shape == _expected_shape(model, 2, 3, SIZE, SIZE)
+        y = model(torch.randn(2, 1, SIZE, SIZE))
+    for part, kind in _parts(model, y):
+        assert part.shape == _expected_shape(model, 2, 3, SIZE, SIZE, kind)
 
 
 def test_unknown_model_lists_valid_names() -> None:

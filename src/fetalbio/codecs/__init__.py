@@ -8,8 +8,10 @@ works in *network-input* pixels: ``(x, y)`` floats, origin at the top-left, wher
 Common interface (see :class:`~fetalbio.codecs.heatmap.HeatmapCodec`,
 :class:`~fetalbio.codecs.regression.RegressionCodec`):
 
-* ``kind``: ``"heatmap"`` or ``"regression"``; ``target_key``: the key of ``encode``'s dict that
-  holds the training target (``"heatmaps"`` / ``"coords"``);
+* ``kind``: ``"heatmap"``, ``"regression"`` or ``"hybrid"`` (both, for ``"hybrid"`` networks:
+  :class:`~fetalbio.codecs.hybrid.HybridCodec`); ``target_key``: the key of ``encode``'s dict that
+  holds the training target (``"heatmaps"`` / ``"coords"``; the hybrid codec's ``encode`` gives
+  both, its ``decode`` takes the ``[..., heatmaps, coords]`` list);
 * ``encode(points (K, 2), visible (K,) | None) -> dict(<target_key>=..., weights=(K,) float32)``;
 * ``decode(pred numpy (N, ...)) -> (points (N, K, 2) input px, uncertainty (N, K))``;
 * ``decode_torch(pred Tensor (B, ...)) -> Tensor (B, K, 2)`` input px, differentiable.
@@ -56,6 +58,7 @@ def build_codec(
 
 # Registration happens on import; the registry must exist first.
 from fetalbio.codecs.heatmap import HeatmapCodec  # noqa: E402
+from fetalbio.codecs.hybrid import HybridCodec  # noqa: E402
 from fetalbio.codecs.regression import RegressionCodec  # noqa: E402
 
-__all__ = ["CODECS", "HeatmapCodec", "RegressionCodec", "build_codec"]
+__all__ = ["CODECS", "HeatmapCodec", "HybridCodec", "RegressionCodec", "build_codec"]

@@ -104,6 +104,37 @@ def warmup_cosine(total_steps: int, warmup_steps: int) -> Callable[[int], float]
     return fn
 
 
+def cosine_restarts(total_steps: int, warmup_steps: int, cycle_steps: int, mult: int = 1) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up, then cosine annealing with warm restarts (SGDR, Loshchilov &
+    Hutter 2017): cycle ``i`` lasts ``cycle_steps * mult**i`` steps, decays from 1 to 0 along a
+    half cosine and restarts at 1. The training ends after ``total_steps`` steps, wherever it is
+    in its cycle (``total_steps`` is kept for a signature like :func:`warmup_cosine`'s)."""
+    if cycle_steps < 1 or mult < 1:
+        raise ValueError(f"cycle_steps and mult must be >= 1, got {cycle_steps}, {mult}")
+
+    def fn(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t, length = step - warmup_steps, cycle_steps
+        while t >= length:
+            t -= length
+            length *= mult
+        return 0.5 * (1.0 + math.cos(math.pi * t / length))
+
+    return fn
+
+
+def lr_schedule(tcfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """The LR multiplier per optimiser step that ``tcfg.schedule`` names (``warmup_cosine``:
+    :func:`warmup_cosine`, unchanged; ``cosine_restarts``: :func:`cosine_restarts`)."""
+    total, warmup = tcfg.epochs * steps_per_epoch, tcfg.warmup_epochs * steps_per_epoch
+    if tcfg.schedule == "warmup_cosine":
+        return warmup_cosine(total, warmup)
+    if tcfg.schedule == "cosine_restarts":
+        return cosine_restarts(total, warmup, tcfg.restart_epochs * steps_per_epoch, tcfg.restart_mult)
+    raise ValueError(f"unknown train.schedule {tcfg.schedule!r}")
+
+
 @torch.no_grad()
 def predict(task: Task, ds: BiometryDataset, tcfg: TrainConfig, device: torch.device, measure: bool = True,
             models: Sequence[torch.nn.Module] | None = None) -> list[ImagePrediction]:
@@ -227,7 +258,7 @@ def fit(
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     loader = _loader(train_ds, tcfg, device, shuffle=True, seed=seed, persistent=False, sampler=sampler)
     steps_per_epoch = max(1, len(loader))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(tcfg.epochs * steps_per_epoch, tcfg.warmup_epochs * steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(tcfg, steps_per_epoch))
     use_scaler = device.type == "cuda" and tcfg.amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
 

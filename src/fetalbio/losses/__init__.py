@@ -1,6 +1,7 @@
 """Training losses for landmark heatmaps, coordinate regression and head segmentation.
 
-Every registered loss is an ``nn.Module`` derived from :class:`WeightedLoss`, with
+Every registered loss is an ``nn.Module`` (derived from :class:`WeightedLoss`, except the joint
+``heatmap_coord``, whose ``pred`` and ``target`` are ``(heatmaps, coords)`` pairs), with
 
     forward(pred, target, sample_weight=None, channel_weight=None) -> scalar Tensor
 
@@ -114,6 +115,7 @@ def build_loss(name: str, **cfg: Any) -> nn.Module:
 # Registration happens on import; LOSSES and WeightedLoss must exist first.
 from fetalbio.losses.landmark import (  # noqa: E402
     AdaptiveWingLoss,
+    HeatmapCoordLoss,
     HeatmapMSELoss,
     SmoothL1CoordLoss,
     WingLoss,
@@ -132,6 +134,7 @@ __all__ = [
     "BoundaryDiceBCELoss",
     "DiceBCELoss",
     "FocalDiceLoss",
+    "HeatmapCoordLoss",
     "HeatmapMSELoss",
     "SmoothL1CoordLoss",
     "WeightedLoss",

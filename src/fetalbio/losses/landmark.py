@@ -2,8 +2,9 @@
 
 All registered losses accept ``point_weights`` (``K`` static per-keypoint weights, e.g. to
 favour the BPD pair) on top of the per-sample ``channel_weight`` of
-:class:`~fetalbio.losses.WeightedLoss`. :func:`geometric_prior` is a separate, unregistered
-shape penalty on decoded landmark sets.
+:class:`~fetalbio.losses.WeightedLoss`. ``heatmap_coord`` (:class:`HeatmapCoordLoss`) joins a
+heatmap loss and a coordinate loss on ``(heatmaps, coords)`` pairs. :func:`geometric_prior` is a
+separate, unregistered shape penalty on decoded landmark sets.
 """
 
 from __future__ import annotations
@@ -221,6 +222,94 @@ class WingLoss(_CoordLoss):
         x = self.scaled_error(pred, target).abs()
         loss = torch.where(x < self.w, self.w * torch.log1p(x / self.epsilon), x - self.c)
         return loss.sum(-1)
+
+
+HEATMAP_TERMS = ("heatmap_mse", "adaptive_wing")
+COORD_TERMS = ("wing", "smooth_l1")
+
+
+@LOSSES.register("heatmap_coord")
+class HeatmapCoordLoss(torch.nn.Module):
+    """Joint loss on heatmaps and coordinates::
+
+        heatmap_weight * heatmap_loss(heatmaps, target_heatmaps)
+            + coord_weight * coord_loss(coords, target_coords)
+
+    ``pred`` and ``target`` are ``(heatmaps, coords)`` pairs: heatmaps ``(B, K, H, W)`` (a list
+    of them is deep supervision, averaged as by the heatmap loss) and normalised coordinates
+    ``(B, K, 2)``. The landmark task fills the pair: a ``"hybrid"`` network's regression head
+    gives ``coords``; for a plain heatmap network they are its heatmaps decoded by the
+    differentiable soft-argmax (integral regression), so e.g. ``coord: wing`` trains a heatmap
+    network with the wing loss on its decoded points while the heatmap term keeps the maps
+    peaked. ``sample_weight`` and ``channel_weight`` apply to both terms.
+
+    Args:
+        heatmap: the heatmap term, ``"heatmap_mse"`` or ``"adaptive_wing"``.
+        heatmap_cfg: its options (as in ``loss_cfg`` of that loss).
+        coord: the coordinate term, ``"wing"`` or ``"smooth_l1"``.
+        coord_cfg: its options (``scale: [W, H]`` makes its thresholds input pixels).
+        heatmap_weight, coord_weight: the weights of the two terms (a heatmap MSE is ~1e-2 and a
+            wing loss in pixels ~1 to 10, hence the small default ``coord_weight``).
+        point_weights: optional ``K`` per-point weights, given to both terms.
+    """
+
+    needs_coords = True
+
+    def __init__(
+        self,
+        heatmap: str = "heatmap_mse",
+        heatmap_cfg: dict | None = None,
+        coord: str = "wing",
+        coord_cfg: dict | None = None,
+        heatmap_weight: float = 1.0,
+        coord_weight: float = 1e-3,
+        point_weights: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        from fetalbio.losses import build_loss
+
+        if heatmap not in HEATMAP_TERMS:
+            raise ValueError(f"heatmap_coord: heatmap must be one of {HEATMAP_TERMS}, got {heatmap!r}")
+        if coord not in COORD_TERMS:
+            raise ValueError(f"heatmap_coord: coord must be one of {COORD_TERMS}, got {coord!r}")
+        for name, w in (("heatmap_weight", heatmap_weight), ("coord_weight", coord_weight)):
+            if not (w >= 0 and math.isfinite(w)):
+                raise ValueError(f"heatmap_coord: {name} must be a finite number >= 0, got {w}")
+        h_cfg, c_cfg = dict(heatmap_cfg or {}), dict(coord_cfg or {})
+        if point_weights is not None:
+            if "point_weights" in h_cfg or "point_weights" in c_cfg:
+                raise ValueError("heatmap_coord: give point_weights once, not also in heatmap_cfg / coord_cfg")
+            h_cfg["point_weights"] = c_cfg["point_weights"] = point_weights
+        self.heatmap_loss = build_loss(heatmap, **h_cfg)
+        self.coord_loss = build_loss(coord, **c_cfg)
+        self.heatmap_weight = float(heatmap_weight)
+        self.coord_weight = float(coord_weight)
+
+    def terms(
+        self,
+        pred: Sequence,
+        target: Sequence[Tensor],
+        sample_weight: Tensor | None = None,
+        channel_weight: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The two unweighted terms ``(heatmap loss, coordinate loss)``."""
+        if len(pred) != 2 or len(target) != 2:
+            raise ValueError("heatmap_coord expects (heatmaps, coords) pairs as pred and target")
+        (heat, coords), (heat_t, coords_t) = pred, target
+        return (
+            self.heatmap_loss(heat, heat_t, sample_weight, channel_weight),
+            self.coord_loss(coords, coords_t, sample_weight, channel_weight),
+        )
+
+    def forward(
+        self,
+        pred: Sequence,
+        target: Sequence[Tensor],
+        sample_weight: Tensor | None = None,
+        channel_weight: Tensor | None = None,
+    ) -> Tensor:
+        heat, coord = self.terms(pred, target, sample_weight, channel_weight)
+        return self.heatmap_weight * heat + self.coord_weight * coord
 
 
 def geometric_prior(coords: Tensor, eps: float = 1e-6) -> Tensor:

@@ -5,17 +5,22 @@ option has a small CPU-friendly default) and returns an ``nn.Module`` with
 
 * ``output_kind``: ``"dense"`` -- ``forward`` gives raw logits/heatmaps of shape
   ``(B, out_channels, H / output_stride, W / output_stride)``; or ``"vector"`` -- it gives
-  ``(B, out_channels, 2)`` normalised ``(x, y)`` in [0, 1] (sigmoid), x first;
+  ``(B, out_channels, 2)`` normalised ``(x, y)`` in [0, 1] (sigmoid), x first; or ``"hybrid"``
+  -- it gives a ``list`` ``[*heatmaps, coords]``: dense heatmaps (one tensor, or one per stack
+  in training mode for deep supervision) followed by the ``"vector"`` coordinates;
 * ``output_stride``: input size / output size (1 = full resolution; 1 for vector outputs);
 * ``input_multiple``: H and W must be multiples of it (a ``ValueError`` says so otherwise);
   every model accepts multiples of 32.
 
 Deep supervision: the stacked ``hourglass`` with ``stacks > 1`` returns, in training mode only, a
-``list`` of tensors of the same shape (the last is the final output); every other model, and
-every model in eval mode, returns a single tensor.
+``list`` of tensors of the same shape (the last is the final output); every other ``"dense"`` or
+``"vector"`` model, and every such model in eval mode, returns a single tensor.
 
 Registered names: ``unet``, ``attention_unet``, ``deeplabv3plus``, ``hourglass``, ``hrnet_lite``,
-``resnet_deconv``, ``coord_regression``. Build one with :func:`build_model`.
+``resnet_deconv``, ``coord_regression``, ``multihead_unet``, ``hybrid_hourglass`` (``"hybrid"``),
+``attention_fpn``, ``vit_landmark``, ``alexnet_regression``, ``efficientnet_regression``. Build one
+with :func:`build_model`; a bad arch option value raises ``ValueError`` naming the model and the
+option.
 """
 
 from __future__ import annotations
@@ -31,29 +36,43 @@ MODELS: Registry = Registry("model")
 
 # The submodules register themselves in MODELS, so they are imported after it exists.
 from fetalbio.models import attention_unet, deeplab, hourglass, hrnet, resnet, unet  # noqa: E402
+from fetalbio.models import fpn, multihead, regression, vit  # noqa: E402
 from fetalbio.models.attention_unet import AttentionUNet  # noqa: E402
 from fetalbio.models.deeplab import DeepLabV3Plus  # noqa: E402
-from fetalbio.models.hourglass import HourglassNet  # noqa: E402
+from fetalbio.models.fpn import AttentionFPN  # noqa: E402
+from fetalbio.models.hourglass import HourglassNet, HybridHourglass  # noqa: E402
 from fetalbio.models.hrnet import HRNetLite  # noqa: E402
+from fetalbio.models.multihead import MultiHeadUNet  # noqa: E402
+from fetalbio.models.regression import AlexNetRegression, EfficientNetRegression  # noqa: E402
 from fetalbio.models.resnet import CoordRegression, ResNetDeconv, ResNetEncoder  # noqa: E402
 from fetalbio.models.unet import UNet  # noqa: E402
+from fetalbio.models.vit import ViTLandmark  # noqa: E402
 
 __all__ = [
     "MODELS",
+    "OUTPUT_KINDS",
+    "AlexNetRegression",
+    "AttentionFPN",
     "AttentionUNet",
     "CoordRegression",
     "DeepLabV3Plus",
+    "EfficientNetRegression",
     "HRNetLite",
     "HourglassNet",
+    "HybridHourglass",
+    "MultiHeadUNet",
     "ResNetDeconv",
     "ResNetEncoder",
     "UNet",
+    "ViTLandmark",
     "arch_options",
     "build_model",
     "count_parameters",
 ]
 
-_ = (attention_unet, deeplab, hourglass, hrnet, resnet, unet)  # imported for registration
+_ = (attention_unet, deeplab, fpn, hourglass, hrnet, multihead, regression, resnet, unet, vit)  # imported for registration
+
+OUTPUT_KINDS = ("dense", "vector", "hybrid")
 
 
 def arch_options(name: str) -> dict[str, Any]:
@@ -71,7 +90,8 @@ def build_model(name: str, in_channels: int, out_channels: int, **arch: Any) -> 
         in_channels: image channels (1 for grey-scale ultrasound).
         out_channels: heatmap / class channels, or number of points for ``"vector"`` models.
         **arch: architecture options of that model (see :func:`arch_options`); an unknown option
-            raises ``TypeError`` naming the model, the option and the valid ones.
+            raises ``TypeError`` naming the model, the option and the valid ones; a bad value
+            ``ValueError`` naming the model and the option.
 
     Returns:
         The model, with ``output_kind``, ``output_stride`` and ``input_multiple`` attributes.
@@ -87,6 +107,8 @@ def build_model(name: str, in_channels: int, out_channels: int, **arch: Any) -> 
     for attr in ("output_kind", "output_stride", "input_multiple"):
         if not hasattr(model, attr):
             raise TypeError(f"model {name!r} does not define the required attribute {attr!r}")
+    if model.output_kind not in OUTPUT_KINDS:
+        raise TypeError(f"model {name!r}: output_kind must be one of {OUTPUT_KINDS}, got {model.output_kind!r}")
     return model
 
 

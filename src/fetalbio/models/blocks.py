@@ -9,8 +9,10 @@ Everything here is plain ``torch``. Shapes use ``B`` for batch, ``C`` for channe
   automatic 1x1 projection shortcut when the shape changes;
 * :class:`UpConcat` -- x2 upsampling (bilinear + 1x1 or transposed conv) then concatenation with
   a skip feature and a :class:`DoubleConv`;
+* :class:`RegressionHead` -- pooled features -> MLP -> sigmoid-normalised ``(x, y)`` per point;
 * :func:`init_weights`, :func:`init_head` -- weight initialisation;
-* :func:`check_input` -- the clear input-shape error every model raises.
+* :func:`check_input` -- the clear input-shape error every model raises;
+* :func:`check_option` -- the clear arch-option error (names the model and the option).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ __all__ = [
     "Bottleneck",
     "ConvBNReLU",
     "DoubleConv",
+    "RegressionHead",
     "UpConcat",
     "check_input",
+    "check_option",
     "init_head",
     "init_weights",
     "resize_to",
@@ -205,3 +209,44 @@ def check_input(x: torch.Tensor, in_channels: int, multiple: int, model: str) ->
             f"{model}: input height and width must be multiples of {multiple}, got H={h}, W={w}; "
             "resize or pad the images (e.g. to a multiple of 32)"
         )
+
+
+def check_option(ok: bool, model: str, option: str, message: str) -> None:
+    """Raise ``ValueError("<model>: arch option <option> ...")`` unless ``ok``."""
+    if not ok:
+        raise ValueError(f"{model}: arch option {option!r} {message}")
+
+
+def pool_grid(pool, model: str, option: str = "pool") -> tuple[int, int]:
+    """``pool`` as an ``(H, W)`` pair of positive ints (a single int means a square grid)."""
+    grid = (pool, pool) if isinstance(pool, int) else tuple(pool)
+    check_option(
+        len(grid) == 2 and all(isinstance(g, int) and not isinstance(g, bool) and g >= 1 for g in grid),
+        model, option, f"must be a positive int or an (H, W) pair of positive ints, got {pool!r}",
+    )
+    return int(grid[0]), int(grid[1])
+
+
+class RegressionHead(nn.Module):
+    """Coordinate head: ``AdaptiveAvgPool2d(pool) -> flatten -> [Linear(hidden) -> ReLU] ->
+    Dropout -> Linear(2 K) -> sigmoid``.
+
+    ``(B, in_ch, h, w) -> (B, points, 2)`` normalised ``(x, y)`` in [0, 1], x first. ``pool``
+    ``(1, 1)`` is global average pooling; a larger grid keeps the coarse layout of the features
+    (where the head is), as AlexNet's pooled 6x6 grid does. The last layer is initialised near
+    0, so the initial points are ~(0.5, 0.5).
+    """
+
+    def __init__(self, in_ch: int, points: int, pool: tuple[int, int] = (1, 1), hidden: int = 128, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.points = points
+        feat = in_ch * pool[0] * pool[1]
+        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d(pool), nn.Flatten()]
+        if hidden > 0:
+            layers += [nn.Linear(feat, hidden), nn.ReLU()]
+            feat = hidden
+        layers += [nn.Dropout(dropout), nn.Linear(feat, points * 2)]
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.mlp(x).view(x.shape[0], self.points, 2))

@@ -3,18 +3,31 @@
 Stem to stride 4, ``stacks`` recursive hourglass modules with an intermediate heatmap head after
 each, and re-injection of features and predictions into the next stack. ``output_stride`` 4.
 In training mode with ``stacks > 1`` the forward returns every stack's heatmaps (deep
-supervision); otherwise only the last.
+supervision); otherwise only the last. ``hybrid_hourglass`` adds a coordinate-regression head
+on the same features (:class:`HybridHourglass`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from fetalbio.models import MODELS
-from fetalbio.models.blocks import Bottleneck, ConvBNReLU, check_input, init_head, init_weights, resize_to
+from fetalbio.models.blocks import (
+    Bottleneck,
+    ConvBNReLU,
+    RegressionHead,
+    check_input,
+    check_option,
+    init_head,
+    init_weights,
+    pool_grid,
+    resize_to,
+)
 
-__all__ = ["Hourglass", "HourglassNet"]
+__all__ = ["Hourglass", "HourglassNet", "HybridHourglass"]
 
 
 def _residuals(ch: int, n: int) -> nn.Sequential:
@@ -99,16 +112,78 @@ class HourglassNet(nn.Module):
         for head in self.heads:
             init_head(head)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        check_input(x, self.in_channels, self.input_multiple, "hourglass")
+    def _run_stacks(self, x: torch.Tensor, name: str) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Every stack's heatmaps and the last stack's features ``(B, width, H/4, W/4)``."""
+        check_input(x, self.in_channels, self.input_multiple, name)
         x = self.stem(x)  # (B, width, H/4, W/4)
         preds: list[torch.Tensor] = []
+        y = x
         for i in range(self.stacks):
             y = self.features[i](self.hourglasses[i](x))
             pred = self.heads[i](y)
             preds.append(pred)
             if i < self.stacks - 1:
                 x = x + self.merge_features[i](y) + self.merge_preds[i](pred)
+        return preds, y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        preds, _ = self._run_stacks(x, "hourglass")
         if self.training and self.stacks > 1:
             return preds
         return preds[-1]
+
+
+@MODELS.register("hybrid_hourglass")
+class HybridHourglass(HourglassNet):
+    """Hourglass with a heatmap head *and* a coordinate-regression head (write-up 001, B).
+
+    The last stack's features feed both the heatmap head of :class:`HourglassNet` and a
+    regression branch: ``reduce_convs`` stride-2 3x3 :class:`ConvBNReLU` -> adaptive average
+    pooling to a ``pool`` grid -> MLP -> sigmoid, giving normalised ``(x, y)`` per point as
+    ``coord_regression`` does.
+
+    ``output_kind`` is ``"hybrid"``: the forward returns a ``list`` ``[*heatmaps, coords]`` --
+    in training mode with ``stacks > 1`` every stack's heatmaps ``(B, K, H/4, W/4)`` (deep
+    supervision, last = final), otherwise only the final heatmaps -- followed by the coordinates
+    ``(B, K, 2)``. The ``hybrid`` codec decodes the pair (heatmap, regression or their average).
+
+    Args:
+        in_channels, out_channels, stacks, depth, width, blocks: as :class:`HourglassNet`.
+        reduce_convs: stride-2 convolutions before pooling (the branch reads stride ``4 * 2**n``).
+        pool: ``(H, W)`` grid of the pooled features (keeps the coarse position of the head).
+        hidden: width of the MLP hidden layer (0 = one linear layer).
+        dropout: dropout before the last linear layer.
+    """
+
+    output_kind = "hybrid"
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        stacks: int = 1,
+        depth: int = 4,
+        width: int = 64,
+        blocks: int = 1,
+        reduce_convs: int = 2,
+        pool: Sequence[int] = (3, 4),
+        hidden: int = 128,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(in_channels, out_channels, stacks, depth, width, blocks)
+        name = "hybrid_hourglass"
+        check_option(0 <= reduce_convs <= 3, name, "reduce_convs", f"must be 0 to 3, got {reduce_convs}")
+        check_option(hidden >= 0, name, "hidden", f"must be >= 0, got {hidden}")
+        check_option(0.0 <= dropout < 1.0, name, "dropout", f"must be in [0, 1), got {dropout}")
+        grid = pool_grid(pool, name)
+        self.reduce = nn.Sequential(*(ConvBNReLU(width, width, stride=2) for _ in range(reduce_convs)))
+        self.coord_head = RegressionHead(width, out_channels, grid, hidden, dropout)
+        init_weights(self.reduce)
+        init_weights(self.coord_head)
+        init_head(self.coord_head.mlp[-1])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[override]
+        preds, y = self._run_stacks(x, "hybrid_hourglass")
+        coords = self.coord_head(self.reduce(y))
+        heatmaps = preds if self.training and self.stacks > 1 else preds[-1:]
+        return [*heatmaps, coords]

@@ -19,16 +19,36 @@ N_POINTS = 4
 
 
 class LandmarkTask(Task):
+    """Network -> the four points through a codec.
+
+    ``"dense"`` networks pair with the heatmap codec, ``"vector"`` ones with the regression
+    codec, ``"hybrid"`` ones (``[*heatmaps, coords]``) with the hybrid codec. A joint loss
+    (``heatmap_coord``, ``needs_coords``) gets ``(heatmaps, coords)`` pairs: a hybrid network's
+    regression head gives the coordinates, a heatmap network's soft-argmax decoded points (in
+    the regression codec's normalised convention) do; its targets add ``target_coords``.
+    """
+
     family = "landmark"
 
     def __init__(self, spec: VariantSpec, vcfg: VariantConfig, tcfg: TrainConfig) -> None:
         self.model = build_model(spec.model, 1, N_POINTS, **vcfg.arch)
         codec_cfg = dict(vcfg.codec)
-        if spec.decoder and "decoder" not in codec_cfg and spec.codec == "heatmap":
+        if spec.decoder and "decoder" not in codec_cfg and spec.codec in ("heatmap", "hybrid"):
             codec_cfg["decoder"] = spec.decoder
-        self.codec = build_codec(spec.codec, (tcfg.input_width, tcfg.input_height), self.model.output_stride, **codec_cfg)
+        size = (tcfg.input_width, tcfg.input_height)
+        self.codec = build_codec(spec.codec, size, self.model.output_stride, **codec_cfg)
         self.loss_fn = build_loss(vcfg.loss or spec.loss, **vcfg.loss_cfg)
         self.prior_weight = vcfg.geometric_prior
+        self.joint = bool(getattr(self.loss_fn, "needs_coords", False))
+        hybrid_model, hybrid_codec = self.model.output_kind == "hybrid", self.codec.kind == "hybrid"
+        if hybrid_model != hybrid_codec:
+            raise ValueError(f"model {spec.model!r} ({self.model.output_kind} output) does not fit codec {spec.codec!r}: "
+                             "a hybrid network needs the hybrid codec and the hybrid codec a hybrid network")
+        if hybrid_codec and not self.joint:
+            raise ValueError(f"codec 'hybrid' needs a joint heatmap + coordinate loss (heatmap_coord), got {vcfg.loss or spec.loss!r}")
+        if self.joint and self.codec.kind == "regression":
+            raise ValueError(f"loss {vcfg.loss or spec.loss!r} needs heatmaps (a heatmap or hybrid codec), not the regression codec")
+        self.coord_codec = build_codec("regression", size, 1)
 
     measure_for_score = True
 
@@ -51,19 +71,42 @@ class LandmarkTask(Task):
     def targets(self, sample: Sample, image: np.ndarray, points: np.ndarray | None, mask: np.ndarray | None) -> dict[str, np.ndarray]:
         assert points is not None, "a landmark task needs points"
         enc = self.codec.encode(points)
-        return {"target": enc[self.codec.target_key].astype(np.float32), "point_weight": enc["weights"].astype(np.float32)}
+        out = {"target": enc[self.codec.target_key].astype(np.float32), "point_weight": enc["weights"].astype(np.float32)}
+        if self.joint:
+            coords = enc["coords"] if "coords" in enc else self.coord_codec.encode(points)["coords"]
+            out["target_coords"] = np.where(enc["weights"][:, None] > 0, coords, 0.0).astype(np.float32)
+        return out
+
+    def _final(self, output):
+        """What the codec decodes: the last deep-supervision map, or a hybrid network's
+        ``[heatmaps, coords]``."""
+        if self.codec.kind == "hybrid":
+            return [output[-2].float(), output[-1].float()]
+        return (output[-1] if isinstance(output, (list, tuple)) else output).float()
 
     def loss(self, output, batch):
-        loss = self.loss_fn(output, batch["target"], sample_weight=batch["weight"], channel_weight=batch["point_weight"])
+        sw, cw = batch["weight"], batch["point_weight"]
+        if self.joint:
+            if self.codec.kind == "hybrid":  # float: autocast may give bf16 parts
+                heat = [h.float() for h in output[:-1]] if len(output) > 2 else output[0].float()
+                coords = output[-1].float()
+            else:
+                heat = output
+                final = self._final(output)
+                size = torch.as_tensor(self.coord_codec.input_size, dtype=final.dtype, device=final.device)
+                coords = (self.codec.decode_torch(final) + 0.5) / size  # input px -> normalised
+            loss = self.loss_fn((heat, coords), (batch["target"], batch["target_coords"]), sample_weight=sw, channel_weight=cw)
+        else:
+            loss = self.loss_fn(output, batch["target"], sample_weight=sw, channel_weight=cw)
         if self.prior_weight > 0:
-            final = output[-1] if isinstance(output, (list, tuple)) else output
-            coords = self.codec.decode_torch(final.float())
-            w = batch["weight"]
-            loss = loss + self.prior_weight * (geometric_prior(coords) * w).sum() / w.sum().clamp_min(1e-12)
+            coords = self.codec.decode_torch(self._final(output))
+            loss = loss + self.prior_weight * (geometric_prior(coords) * sw).sum() / sw.sum().clamp_min(1e-12)
         return loss
 
-    def decode(self, output: torch.Tensor, letterboxes: list[Letterbox], measure: bool = True) -> list[ImagePrediction]:
-        pts_in, unc_in = self.codec.decode(output.detach().float().cpu().numpy())
+    def decode(self, output: torch.Tensor | list[torch.Tensor], letterboxes: list[Letterbox], measure: bool = True) -> list[ImagePrediction]:
+        final = self._final(output)
+        arrays = [t.detach().cpu().numpy() for t in final] if isinstance(final, list) else final.detach().cpu().numpy()
+        pts_in, unc_in = self.codec.decode(arrays)
         preds = []
         for p, u, lb in zip(pts_in, unc_in, letterboxes):
             pts = lb.to_original(p)
