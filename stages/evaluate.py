@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -25,20 +26,29 @@ def main(
     models_dir: Path = typer.Option(..., help="models/<variant> holding fold*/oof.csv."),
     metrics: Path = typer.Option(..., help="Summary metrics JSON (metrics/variants/<variant>.json)."),
     plots_dir: Path = typer.Option(..., help="Plot data folder (plots/variants/<variant>/)."),
+    coarse_dir: Optional[Path] = typer.Option(None, help="For a refined method: models/<variant> of its first stage (the stage-disagreement signal)."),
+    triage: bool = typer.Option(True, help="Fit and score the nested out-of-fold triage (uncertainty, interval, flag)."),
 ) -> None:
     """Score a variant: MRE, SDR, BPD/OFD/HC errors, Bland–Altman, Dice, risk–coverage."""
-    from fetalbio.reporting.evaluate import evaluate, output_kind, per_image_table, read_oof
+    from fetalbio.reporting.evaluate import evaluate, output_kind, per_image_table, read_oof, triage_signals
 
     if split_refined(variant)[0] not in VARIANTS:
         raise ConfigError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)} (and <variant>_refined)")
     cfg = load_section(params, "evaluate", EvaluateConfig)
     oof = read_oof(models_dir)
-    pi = per_image_table(read_clean(labels), oof, images_root, models_dir)
-    ev = evaluate(pi, output_kind(oof), list(cfg.sdr_thresholds_mm))
+    clean = read_clean(labels)
+    pi = per_image_table(clean, oof, images_root, models_dir)
+    signals = None
+    if triage:
+        signals = triage_signals(clean, oof.set_index("image_name").loc[pi["image_name"]].reset_index(), images_root,
+                                 read_oof(coarse_dir) if coarse_dir is not None else None)
+    ev = evaluate(pi, output_kind(oof), list(cfg.sdr_thresholds_mm), signals)
     write_json(metrics, ev.summary)
     write_csv(plots_dir / "per_image.csv", ev.per_image)
     write_csv(plots_dir / "ced.csv", ev.ced)
     write_csv(plots_dir / "bland_altman.csv", ev.bland_altman)
     write_csv(plots_dir / "risk_coverage.csv", ev.risk_coverage)
+    if ev.interval_coverage is not None:
+        write_csv(plots_dir / "interval_coverage.csv", ev.interval_coverage)
     hc = ev.summary["measurements_vs_sonographer"]["hc"]
     typer.echo(f"evaluate {variant}: {ev.summary['n_images']} images, HC MAE {hc['mae']} mm, MRE {ev.summary['landmarks_vs_clean_labels']['mre_mm']} mm -> {metrics}")

@@ -16,6 +16,12 @@ from stages._common import PARAMS_OPTION, compared_names, friendly_errors, read_
 app = typer.Typer(add_completion=False)
 
 
+def read_per_image(path: Path):
+    import pandas as pd
+
+    return pd.read_csv(path, dtype={"image_name": str}) if path.is_file() else None
+
+
 @app.command()
 @friendly_errors(ValueError, FileNotFoundError, KeyError, TypeError)
 def main(
@@ -25,6 +31,7 @@ def main(
     models_dir: Path = typer.Option(Path("models"), help="Folder with models/<variant>/fold*/ (held-out predictions, fold models)."),
     compare: Path = typer.Option(Path("metrics/compare.json"), help="The comparison the variant is chosen from."),
     metrics_dir: Path = typer.Option(Path("metrics/variants"), help="Folder with <variant>.json (cross-validated metrics for the card)."),
+    plots_dir: Path = typer.Option(Path("plots/variants"), help="Folder with <variant>/per_image.csv (held-out errors and triage signals)."),
     out: Path = typer.Option(Path("release/model.pt"), help="The exported model file."),
     logs: Path = typer.Option(Path("release/logs"), help="dvclive logs of the refit networks (one folder per network)."),
     card: Path = typer.Option(Path("reports/model_card.md"), help="The model card (Markdown)."),
@@ -54,7 +61,7 @@ def main(
     data_root = str(get_key(raw, "data.root", str(params)))
     summary = export_final(clean, images_root, models_dir, cmp, variant, vcfg, tcfg, read_seed(params),
                            fcfg.source, fcfg.uncertain_quantile, data_root, out, refine=configs("refine") if refined else None,
-                           log_root=logs, resume_root=Path(".resume") / "final")
+                           log_root=logs, resume_root=Path(".resume") / "final", per_image=read_per_image(plots_dir / method / "per_image.csv"))
     vm = json.loads((metrics_dir / f"{method}.json").read_text(encoding="utf-8"))
     write_json(metrics, summary)
     write_text(card, model_card(summary, vm, data_root, int(clean["subject_id"].nunique())))

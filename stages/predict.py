@@ -57,6 +57,7 @@ def main(
     device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda."),
     threads: int = typer.Option(0, min=0, help="CPU threads for torch (0: torch's default)."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
+    report: Optional[Path] = typer.Option(None, help="Write a self-contained HTML review page: every image's overlay and values, failed and uncertain first."),
 ) -> None:
     """Measure BPD, OFD, HC (mm, with a pixel size) and GA of new images; one CSV row per image.
 
@@ -65,7 +66,8 @@ def main(
     import torch
 
     from fetalbio.inference.model_file import load_model
-    from fetalbio.inference.predictor import Predictor, collect_images, writer
+    from fetalbio.inference.predictor import Predictor, collect_images, draw_overlay, measurement_row, writer
+    from fetalbio.reporting.review import write_review
     from fetalbio.reporting import write_csv
 
     if device not in ("auto", "cpu", "cuda"):
@@ -81,8 +83,19 @@ def main(
     if masks is not None and loaded.family != "segmentation":
         typer.secho(f"warning: --masks ignored: {loaded.variant} is a landmark model (no mask)", fg=typer.colors.YELLOW, err=True)
         masks = None
-    table = Predictor(loaded, dev).measure(paths, names, lookup, batch_size, writer(masks, overlays), progress=progress and sys.stderr.isatty())
+    write_files = writer(masks, overlays)
+    cards: list = []
+
+    def on_result(m) -> None:
+        write_files(m)
+        if report is not None:
+            row = measurement_row(m)
+            cards.append((row, draw_overlay(m.image, m.prediction, row) if m.image is not None else None))
+
+    table = Predictor(loaded, dev).measure(paths, names, lookup, batch_size, on_result, progress=progress and sys.stderr.isatty())
     write_csv(out, table)
+    if report is not None:
+        write_review(report, cards, f"fetalbio review: {len(cards)} images, model {loaded.method}")
     counts = table["flag"].value_counts().to_dict()
     for r in table[table["flag"] == "failed"].itertuples(index=False):
         typer.secho(f"warning: {r.image_name}: failed ({r.reason})", fg=typer.colors.YELLOW, err=True)

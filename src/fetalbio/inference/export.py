@@ -162,12 +162,15 @@ def export_final(
     refine: tuple[VariantConfig, TrainConfig] | None = None,
     log_root: Path | None = None,
     resume_root: Path | None = None,
+    per_image: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Build and write the model file; return the summary that ``metrics/final.json`` holds.
 
     ``refine``: the refinement stage's configuration, for the coarse-to-fine method
     ``<variant>_refined`` (its held-out predictions are ``models/<variant>_refined``, its fold
-    models ``models/refine``)."""
+    models ``models/refine``). ``per_image``: the method's ``plots/variants/<method>/per_image.csv``
+    (errors and triage signals of every held-out image): the exported triage combiner is fitted
+    on all of it (:mod:`fetalbio.triage`)."""
     if source not in ("refit", "folds"):
         raise ValueError(f"final.source must be 'refit' or 'folds', got {source!r}")
     if not 0.5 <= uncertain_quantile < 1.0:
@@ -195,7 +198,11 @@ def export_final(
     if refine is not None:
         provenance["refine_train"] = r_summary
     provenance["export_seconds"] = round(time.perf_counter() - t0, 2)
-    save_model(out_path, model_payload(variant, vcfg, tcfg, state_dicts, calibration, threshold, uncertain_quantile, provenance, refine_weights))
+    triage = fit_triage(per_image) if per_image is not None else None
+    payload = model_payload(variant, vcfg, tcfg, state_dicts, calibration, threshold, uncertain_quantile, provenance, refine_weights)
+    if triage is not None:
+        payload["triage"] = triage.as_dict()
+    save_model(out_path, payload)
     deterministic_train = _without_seconds(train_summary)  # metrics stay byte-identical on reruns
     summary = {
         "variant": method,
@@ -212,6 +219,8 @@ def export_final(
         "cross_validated": row,
         "variant_cfg": dataclasses.asdict(vcfg),
     }
+    if triage is not None:
+        summary["triage"] = triage.as_dict()
     if refine is not None:
         summary["refine"] = {
             "n_models": len(r_sds),
@@ -222,6 +231,17 @@ def export_final(
             "variant_cfg": dataclasses.asdict(refine[0]),
         }
     return summary
+
+
+def fit_triage(per_image: pd.DataFrame):
+    """The triage combiner fitted on every held-out image of the method (None without signals)."""
+    from fetalbio.triage import FEATURES, Triage
+
+    cols = [f"sig_{c}" for c in FEATURES]
+    if not set(cols) <= set(per_image.columns):
+        return None
+    feats = per_image[cols].rename(columns=lambda c: c[len("sig_"):])
+    return Triage.fit(feats, per_image["hc_abs_err_mm"].to_numpy(dtype=np.float64))
 
 
 def _without_seconds(train_summary: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,9 @@ One ``torch.save`` of plain data and tensors only, so it loads with ``weights_on
     an image whose mean point uncertainty exceeds the threshold is flagged ``uncertain``; the
     threshold is that quantile of the held-out uncertainties of cross-validation (None when the
     method has no uncertainty).
+``triage`` (optional)
+    the fitted triage combiner (:class:`fetalbio.triage.Triage`, plain data): the per-image
+    uncertainty, the 90 % interval and the ``ok``/``uncertain``/``failed`` verdict.
 ``provenance``
     training data hash, data root, rows used, the cross-validated metrics it was chosen by.
 """

@@ -21,10 +21,16 @@ from fetalbio.data.io import ImageReadError, read_gray8, write_png
 from fetalbio.data.transforms import Letterbox, normalize
 from fetalbio.inference.model_file import LoadedModel
 from fetalbio.metrics.biometry import diameters_px, ga_weeks_hadlock, ramanujan_hc
+from fetalbio.geometry.ellipse import Ellipse
 from fetalbio.tasks.base import ImagePrediction, average_outputs, prediction_ellipse
+from fetalbio.triage import Triage, triage_features
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-PREDICT_COLUMNS = ["image_name", *POINT_COLUMNS, "bpd_mm", "ofd_mm", "hc_mm", "ga_weeks", *UNC_COLUMNS, "flag", "reason", "pixel_size_mm"]
+PREDICT_COLUMNS = ["image_name", *POINT_COLUMNS, "bpd_mm", "ofd_mm", "hc_mm", "hc_mm_low", "hc_mm_high", "bpd_mm_low", "bpd_mm_high", "ofd_mm_low", "ofd_mm_high",
+                   "uncertainty", "ga_weeks", "ga_note", *UNC_COLUMNS, "flag", "reason", "pixel_size_mm"]
+# Hadlock (1984) fitted its HC regression on fetuses of 14-42 weeks, HC about 10-36 cm: outside
+# this range no gestational age is given (``ga_note`` says why)
+GA_HC_RANGE_MM = (100.0, 360.0)
 FLAGS = ("ok", "uncertain", "failed")
 # A diameter shorter than this is no head (a collapsed prediction): the row is `failed`.
 MIN_DIAMETER_PX = 4.0
@@ -51,6 +57,8 @@ class Predictor:
         # channels-last copies for inference: on 2 CPU threads the shipped 192x128 DeepLabV3+
         # forward takes ~11.5 ms instead of ~14.5 ms (README "Results on the full dataset")
         self.nets = [copy.deepcopy(t.model).eval().to(self.device, memory_format=torch.channels_last) for t in model.tasks]
+        tri = model.meta.get("triage")
+        self.triage = Triage.from_dict(tri) if tri else None
         self.refine_nets = [copy.deepcopy(t.model).eval().to(self.device, memory_format=torch.channels_last) for t in model.refine.tasks] if model.refine else []
 
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, Letterbox]:
@@ -88,11 +96,14 @@ class Predictor:
             return coarse
         return self.model.refine.tasks[0].refine(self.refine_nets, images, coarse, forward=self.forward_refine)
 
-    def flag(self, p: ImagePrediction, size: tuple[int, int] | None = None) -> tuple[str, str]:
+    def flag(self, p: ImagePrediction, size: tuple[int, int] | None = None, image: np.ndarray | None = None, pixel_size_mm: float = math.nan) -> tuple[str, str]:
         """``failed``: no measurement, or a degenerate one (a diameter under
         :data:`MIN_DIAMETER_PX`); ``uncertain``: a point outside the ``size = (W, H)`` image (a
         head cut off by the image border can do that, so it is not a failure) or a mean point
-        uncertainty above the model's threshold; ``ok`` otherwise."""
+        uncertainty above the model's threshold; ``ok`` otherwise. A model with a triage
+        combiner (:mod:`fetalbio.triage`) and the ``image``: its verdict instead of the point
+        uncertainty threshold (``failed`` for a picture unlike fetal-head ultrasound), and its
+        uncertainty and interval half-width go to ``p.extra['triage']``."""
         if p.status != "ok":
             return "failed", p.reason or p.status
         pts = np.asarray(p.points, dtype=np.float64).reshape(4, 2)
@@ -104,8 +115,22 @@ class Predictor:
         if size is not None:
             w, h = size
             outside = (pts[:, 0] < -0.5) | (pts[:, 0] > w - 0.5) | (pts[:, 1] < -0.5) | (pts[:, 1] > h - 0.5)
-            if outside.any():
+        if self.triage is not None and image is not None:
+            e = prediction_ellipse(p)
+            coarse = Ellipse(*p.extra["coarse_ellipse"]) if "coarse_ellipse" in p.extra else None
+            o, b = (float(v[0]) for v in diameters_px(pts[None]))
+            hc = float(ramanujan_hc(o * pixel_size_mm, b * pixel_size_mm))
+            unc = float(np.nanmean(p.uncertainty)) if np.isfinite(p.uncertainty).any() else math.nan
+            feats = pd.DataFrame([triage_features(image, e, coarse, float(p.extra.get("fit_residual_px", math.nan)), unc, hc)])
+            verdict = self.triage.assess(feats, np.array([hc]), np.array([e is not None])).iloc[0]
+            p.extra["triage"] = {"uncertainty": float(verdict["uncertainty"]), "hc_half_width_mm": float(verdict["hc_half_width_mm"])}
+            if verdict["flag"] == "failed":
+                return "failed", verdict["reason"] or "no head ellipse"
+            if size is not None and outside.any():
                 return "uncertain", f"{int(outside.sum())} point(s) outside the {w}x{h} image"
+            return verdict["flag"], verdict["reason"]
+        if size is not None and outside.any():
+            return "uncertain", f"{int(outside.sum())} point(s) outside the {w}x{h} image"
         thr = self.model.uncertainty_threshold_px
         u = float(np.nanmean(p.uncertainty)) if np.isfinite(p.uncertainty).any() else math.nan
         if thr is not None and math.isfinite(u) and u > thr:
@@ -138,8 +163,9 @@ class Predictor:
             preds = iter(self.predict_arrays(good))
             for name, im, err in loaded:
                 pred = next(preds) if im is not None else None
-                flag, reason = ("failed", err) if pred is None else self.flag(pred, (im.shape[1], im.shape[0]))
-                m = Measured(name, im, pred, float(spacing(name)), flag, reason)
+                px = float(spacing(name))
+                flag, reason = ("failed", err) if pred is None else self.flag(pred, (im.shape[1], im.shape[0]), im, px)
+                m = Measured(name, im, pred, px, flag, reason)
                 rows.append(measurement_row(m))
                 if on_result is not None:
                     on_result(m)
@@ -155,18 +181,37 @@ def measurement_row(m: Measured) -> dict:
     px = m.pixel_size_mm if m.flag != "failed" else math.nan  # a degenerate prediction keeps its points, not a size
     ofd_mm, bpd_mm = ofd_px * px, bpd_px * px
     hc_mm = float(ramanujan_hc(ofd_mm, bpd_mm))
+    tri = m.prediction.extra.get("triage", {}) if m.prediction is not None and m.flag != "failed" else {}
+    half = float(tri.get("hc_half_width_mm", math.nan))
+    rel = half / hc_mm if math.isfinite(half) and hc_mm > 0 else math.nan  # BPD/OFD: the same relative width
+    ga, ga_note = ga_and_note(hc_mm)
     return {
         "image_name": m.name,
         **dict(zip(POINT_COLUMNS, pts.reshape(-1))),
         "bpd_mm": bpd_mm,
         "ofd_mm": ofd_mm,
         "hc_mm": hc_mm,
-        "ga_weeks": float(ga_weeks_hadlock(hc_mm)),
+        "hc_mm_low": hc_mm - half, "hc_mm_high": hc_mm + half,
+        "bpd_mm_low": bpd_mm * (1 - rel), "bpd_mm_high": bpd_mm * (1 + rel),
+        "ofd_mm_low": ofd_mm * (1 - rel), "ofd_mm_high": ofd_mm * (1 + rel),
+        "uncertainty": float(tri.get("uncertainty", math.nan)),
+        "ga_weeks": ga,
+        "ga_note": ga_note,
         **dict(zip(UNC_COLUMNS, np.asarray(unc, dtype=np.float64))),
         "flag": m.flag,
         "reason": m.reason,
         "pixel_size_mm": m.pixel_size_mm,
     }
+
+
+def ga_and_note(hc_mm: float) -> tuple[float, str]:
+    """Hadlock's GA where his regression holds (:data:`GA_HC_RANGE_MM`), else NaN and why."""
+    if not math.isfinite(hc_mm):
+        return math.nan, "no HC in mm"
+    lo, hi = GA_HC_RANGE_MM
+    if not lo <= hc_mm <= hi:
+        return math.nan, f"HC {hc_mm:.0f} mm outside Hadlock's {lo:.0f}-{hi:.0f} mm"
+    return float(ga_weeks_hadlock(hc_mm)), ""
 
 
 head_ellipse = prediction_ellipse

@@ -58,6 +58,76 @@ class Evaluation:
     ced: pd.DataFrame
     bland_altman: pd.DataFrame
     risk_coverage: pd.DataFrame
+    interval_coverage: pd.DataFrame | None = None
+
+
+def triage_signals(clean: pd.DataFrame, oof: pd.DataFrame, images_root: Path, coarse_oof: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The triage signals (:func:`fetalbio.triage.triage_features`) of every held-out image, in
+    ``oof``'s order, from the image, the predicted ellipse and (for a refined method) the first
+    stage's ellipse: the same signals ``fetalbio predict`` computes."""
+    from fetalbio.data.io import read_gray8
+    from fetalbio.metrics.biometry import diameters_px as _diam
+    from fetalbio.triage import triage_features
+
+    paths = clean.set_index("image_name")["image_path"]
+    spacing = clean.set_index("image_name")["pixel_size_mm"]
+    coarse_pts = coarse_oof.set_index("image_name")[list(POINT_COLUMNS)] if coarse_oof is not None else None
+    rows = []
+    for _, r in oof.iterrows():
+        img = read_gray8(Path(images_root) / paths[r["image_name"]]).pixels
+        pts = r[list(POINT_COLUMNS)].to_numpy(dtype=np.float64).reshape(4, 2)
+        e = _ellipse_or_none(pts) if r["status"] == "ok" else None
+        c = _ellipse_or_none(coarse_pts.loc[r["image_name"]].to_numpy(dtype=np.float64).reshape(4, 2)) if coarse_pts is not None else None
+        unc = r[UNC_COLUMNS].to_numpy(dtype=np.float64)
+        px = float(spacing[r["image_name"]])
+        ofd, bpd = (float(v[0]) for v in _diam(pts[None]))
+        hc = float(ramanujan_hc(ofd * px, bpd * px))
+        rows.append(triage_features(img, e, c, float(r.get("fit_residual_px", np.nan)), float(np.nanmean(unc)) if np.isfinite(unc).any() else np.nan, hc))
+    return pd.DataFrame(rows)
+
+
+def _ellipse_or_none(pts: np.ndarray) -> Ellipse | None:
+    if not np.all(np.isfinite(pts)):
+        return None
+    try:
+        return ellipse_from_points(pts)
+    except ValueError:
+        return None
+
+
+def triage_metrics(pi: pd.DataFrame, defer_share: float = 0.1, big_error_mm: float = 4.0) -> tuple[dict[str, Any], pd.DataFrame]:
+    """How well the out-of-fold triage (columns of :func:`evaluate`) picks out the errors."""
+    from sklearn.metrics import roc_auc_score
+
+    m = pi[np.isfinite(pi["hc_abs_err_mm"])]
+    u, err = m["triage_uncertainty"].to_numpy(), m["hc_abs_err_mm"].to_numpy()
+    big = err > big_error_mm
+    order = np.argsort(-u, kind="stable")
+    keep = order[int(round(defer_share * len(order))):]
+    mae_all, mae_kept = float(np.mean(err)), float(np.mean(err[keep])) if len(keep) else float("nan")
+    covered = (m["ref_hc_mm"] >= m["hc_mm_low"]) & (m["ref_hc_mm"] <= m["hc_mm_high"])
+    flagged = m["flag"] == "uncertain"
+    terc = pd.qcut(m["ref_hc_mm"], 3, labels=["small", "middle", "large"]) if len(m) >= 3 else pd.Series(["all"] * len(m), index=m.index)
+    cov = covered.groupby(terc, observed=True).agg(["mean", "size"]).reset_index()
+    cov.columns = ["hc_tercile", "coverage", "n"]
+    cov["hc_tercile"] = cov["hc_tercile"].astype(str)
+    out = {
+        "spearman_rho": uncertainty_error_correlation(u, err)["spearman_rho"],
+        f"auroc_error_over_{big_error_mm:g}mm": float(roc_auc_score(big, u)) if 0 < big.sum() < len(big) else float("nan"),
+        "n_error_over_4mm": int(big.sum()),
+        "defer_share": defer_share,
+        "mae_all_mm": mae_all,
+        "mae_after_deferral_mm": mae_kept,
+        "mae_cut_by_deferral": 1.0 - mae_kept / mae_all if mae_all > 0 else float("nan"),
+        "interval_coverage": float(covered.mean()),
+        "interval_coverage_by_tercile": dict(zip(cov["hc_tercile"], cov["coverage"].astype(float))),
+        "interval_mean_width_mm": float(np.mean(m["hc_mm_high"] - m["hc_mm_low"])),
+        "uncertain_share": float(flagged.mean()),
+        "uncertain_with_error_over_4mm": float(big[flagged.to_numpy()].mean()) if flagged.any() else float("nan"),
+        "failed_share": float((pi["flag"] == "failed").mean()),
+        "implausible_measured": int(((m["flag"] == "failed")).sum()),
+    }
+    return out, cov
 
 
 def read_oof(model_dir: Path) -> pd.DataFrame:
@@ -158,9 +228,25 @@ def _rounded(d: Any, nd: int = 5) -> Any:
     return d
 
 
-def evaluate(per_image: pd.DataFrame, family: str, sdr_thresholds_mm: list[float]) -> Evaluation:
-    """Summary metrics (and plot data) from :func:`per_image_table`'s output."""
-    pi = per_image
+def evaluate(per_image: pd.DataFrame, family: str, sdr_thresholds_mm: list[float], signals: pd.DataFrame | None = None) -> Evaluation:
+    """Summary metrics (and plot data) from :func:`per_image_table`'s output; with the triage
+    ``signals`` (:func:`triage_signals`, same row order) also the nested out-of-fold triage
+    (uncertainty, 90 % interval, flag) and how well it picks out the errors."""
+    pi = per_image.copy()
+    triage, interval_cov = None, None
+    if signals is not None:
+        from fetalbio.triage import nested_triage
+
+        measured = (pi["status"] == "ok").to_numpy() & np.isfinite(pi["pred_hc_mm"].to_numpy())
+        tri = nested_triage(signals.reset_index(drop=True), pi["hc_abs_err_mm"].to_numpy(), pi["pred_hc_mm"].to_numpy(),
+                            pi["fold"].to_numpy(), measured).set_index(pi.index)
+        pi["triage_uncertainty"] = tri["uncertainty"]
+        pi["hc_mm_low"] = pi["pred_hc_mm"] - tri["hc_half_width_mm"]
+        pi["hc_mm_high"] = pi["pred_hc_mm"] + tri["hc_half_width_mm"]
+        pi["flag"], pi["flag_reason"] = tri["flag"], tri["reason"]
+        for c in signals.columns:  # kept with the errors: `final` fits the exported combiner on them
+            pi[f"sig_{c}"] = signals[c].to_numpy()
+        triage, interval_cov = triage_metrics(pi)
     trusted = pi[pi["label_trusted"]]
     err_cols_mm = [f"err_{p}_mm" for p in POINT_NAMES]
     err_cols_px = [f"err_{p}_px" for p in POINT_NAMES]
@@ -216,9 +302,11 @@ def evaluate(per_image: pd.DataFrame, family: str, sdr_thresholds_mm: list[float
         "uncertainty": unc,
         "over_folds": folds,
     }
+    if triage is not None:
+        summary["triage"] = triage
     ced = ced_curve(e_mm, max_mm=10.0, step=0.1)
     ba = bland_altman_points(pi["pred_hc_mm"].to_numpy(), pi["ref_hc_mm"].to_numpy()).rename(columns={"mean": "mean_mm", "diff": "diff_mm"})
     ba.insert(0, "image_name", pi["image_name"].to_numpy())
     ba = ba[np.isfinite(ba["mean_mm"]) & np.isfinite(ba["diff_mm"])].reset_index(drop=True)  # failed rows: per_image lists them
-    rc = risk_coverage(pi["uncertainty"].to_numpy(), pi["hc_abs_err_mm"].to_numpy())
-    return Evaluation(_rounded(summary), pi, ced, ba, rc)
+    rc = risk_coverage(pi["triage_uncertainty" if triage is not None else "uncertainty"].to_numpy(), pi["hc_abs_err_mm"].to_numpy())
+    return Evaluation(_rounded(summary), pi, ced, ba, rc, interval_cov)

@@ -1,0 +1,213 @@
+"""Triage: a per-image uncertainty that predicts the HC error, a 90 % interval in mm, and the
+``ok`` / ``uncertain`` / ``failed`` flag with the signal that fired.
+
+Signals (:func:`triage_features`), all cheap and all available at prediction time:
+
+* ``log_fit_residual``: the ellipse fit's median boundary residual over the semi-major axis
+  (segmentation and refined methods);
+* ``log_point_unc``: the mean point uncertainty over the semi-major axis (heatmap spread of a
+  landmark method; the fit residual for a segmentation method);
+* ``stage_disagreement``: relative perimeter change from the first stage's ellipse to the
+  refined one, and ``centre_shift``: their centre distance over the semi-major axis
+  (coarse-to-fine methods only);
+* ``axis_ratio`` (b/a), ``size_frac`` (long axis over the image diagonal), ``ring_contrast``
+  (how much brighter the fitted outline is than the inside of the head, in image standard
+  deviations: the skull is a bright ring) and ``log_hc_mm`` (errors grow with the head);
+* image statistics that tell a B-mode ultrasound frame from other pictures: ``dark_frac``
+  (share of near-black pixels: the scan sector's surround), ``bright_frac`` (near-white) and
+  ``mean_intensity``.
+
+The combiner (:class:`Triage`) is a ridge regression of ``log(|HC error| + 0.2 mm)`` on the
+standardised signals (scikit-learn), fitted on out-of-fold predictions. Its prediction,
+``uncertainty = exp(...)``, is the typical |HC error| in mm. The 90 % interval is
+``HC ± c · uncertainty`` with ``c`` the split-conformal 90 % quantile of ``|error| /
+uncertainty`` on the rows it was fitted on. ``uncertain``: uncertainty above the
+``1 - flag_share`` quantile of the fitted rows. ``failed`` (no measurement is reported): no
+ellipse, or a plausibility signal (``PLAUSIBILITY``) outside the range seen on the fitted rows
+(widened by ``margin`` of that range): the picture is not like the fetal-head ultrasound the
+model was made for. Evaluation fits it with nesting (:func:`nested_triage`): the combiner
+scoring fold ``k`` never saw fold ``k``; the exported model carries one fitted on every
+out-of-fold row.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fetalbio.geometry.ellipse import Ellipse
+
+FEATURES = ("log_fit_residual", "log_point_unc", "stage_disagreement", "centre_shift", "axis_ratio", "size_frac", "ring_contrast",
+            "log_hc_mm", "dark_frac", "bright_frac", "mean_intensity")
+# signals that say whether the picture is a fetal head in ultrasound at all
+PLAUSIBILITY = ("axis_ratio", "size_frac", "ring_contrast", "dark_frac", "bright_frac", "mean_intensity")
+ERROR_FLOOR_MM = 0.2
+COVERAGE = 0.9
+
+
+def _ellipse_samples(e: Ellipse, n: int, scale: float = 1.0) -> np.ndarray:
+    t = np.linspace(0.0, 2.0 * math.pi, n, endpoint=False)
+    c, s = math.cos(e.theta), math.sin(e.theta)
+    x, y = scale * e.a * np.cos(t), scale * e.b * np.sin(t)
+    return np.stack([e.cx + c * x - s * y, e.cy + s * x + c * y], axis=1)
+
+
+def _sample(image: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    h, w = image.shape
+    xi, yi = np.round(pts[:, 0]).astype(int), np.round(pts[:, 1]).astype(int)
+    ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+    return image[yi[ok], xi[ok]].astype(np.float64)
+
+
+def image_features(image: np.ndarray) -> dict[str, float]:
+    img = np.asarray(image)
+    return {"dark_frac": float((img <= 8).mean()), "bright_frac": float((img >= 247).mean()), "mean_intensity": float(img.mean() / 255.0)}
+
+
+def triage_features(image: np.ndarray, e: Ellipse | None, coarse: Ellipse | None, fit_residual_px: float, point_unc_px: float,
+                    hc_mm: float) -> dict[str, float]:
+    """The signals of one image's prediction (NaN where a signal does not apply)."""
+    f = {k: float("nan") for k in FEATURES}
+    f.update(image_features(image))
+    if e is None or not e.a > 0:
+        return f
+    h, w = image.shape
+    f["axis_ratio"] = e.b / e.a
+    f["size_frac"] = 2.0 * e.a / math.hypot(w, h)
+    if math.isfinite(fit_residual_px):
+        f["log_fit_residual"] = math.log((fit_residual_px + 1e-3) / e.a)
+    if math.isfinite(point_unc_px):
+        f["log_point_unc"] = math.log((point_unc_px + 1e-3) / e.a)
+    if coarse is not None and coarse.a > 0:
+        f["stage_disagreement"] = abs(e.perimeter_px - coarse.perimeter_px) / e.perimeter_px
+        f["centre_shift"] = math.hypot(e.cx - coarse.cx, e.cy - coarse.cy) / e.a
+    if math.isfinite(hc_mm) and hc_mm > 0:
+        f["log_hc_mm"] = math.log(hc_mm)
+    # the outline: the brightest of a few rings around the fitted ellipse, against the inside
+    img = np.asarray(image, dtype=np.float64)
+    sd = max(float(img.std()), 1e-6)
+    ring = max((np.mean(v) if (v := _sample(img, _ellipse_samples(e, 180, s))).size else -np.inf) for s in (0.96, 0.98, 1.0, 1.02, 1.04))
+    inside = np.concatenate([_sample(img, _ellipse_samples(e, 90, s)) for s in (0.3, 0.5, 0.7)])
+    if np.isfinite(ring) and inside.size:
+        f["ring_contrast"] = float((ring - inside.mean()) / sd)
+    return f
+
+
+@dataclass
+class Triage:
+    """A fitted combiner (plain data: it travels in the model file and the ONNX sidecar)."""
+
+    features: list[str]
+    mean: list[float]
+    scale: list[float]
+    coef: list[float]
+    intercept: float
+    conformal_factor: float
+    uncertain_threshold_mm: float
+    ranges: dict[str, list[float]] = field(default_factory=dict)
+    n_fit: int = 0
+
+    # -- fitting -------------------------------------------------------------------------------
+    @classmethod
+    def fit(cls, feats: pd.DataFrame, abs_err_mm: np.ndarray, flag_share: float = 0.08, alpha: float = 1.0, margin: float = 0.1) -> "Triage":
+        """Fit on rows with a finite error (measured predictions) and their signals."""
+        from sklearn.linear_model import Ridge
+
+        err = np.asarray(abs_err_mm, dtype=np.float64)
+        ok = np.isfinite(err)
+        X = feats.loc[ok, list(FEATURES)].astype(np.float64)
+        use = [c for c in FEATURES if X[c].notna().mean() >= 0.9 and X[c].std(skipna=True) > 0]
+        if ok.sum() < 10 or not use:
+            raise ValueError(f"triage needs at least 10 measured rows with signals, got {int(ok.sum())}")
+        X = X[use]
+        mean = X.mean().to_numpy()
+        scale = X.std().replace(0, 1.0).to_numpy()
+        Z = np.nan_to_num((X.to_numpy() - mean) / scale)
+        y = np.log(err[ok] + ERROR_FLOOR_MM)
+        reg = Ridge(alpha=alpha).fit(Z, y)
+        u = np.exp(reg.predict(Z))
+        ratio = np.sort(err[ok] / u)
+        n = ratio.size
+        k = min(n - 1, math.ceil((n + 1) * COVERAGE) - 1)  # split-conformal quantile
+        ranges = {}
+        for c in PLAUSIBILITY:
+            v = feats.loc[ok, c].astype(np.float64).dropna().to_numpy()
+            if v.size:
+                lo, hi = np.quantile(v, [0.0, 1.0])
+                pad = margin * max(hi - lo, 1e-6)
+                ranges[c] = [float(lo - pad), float(hi + pad)]
+        return cls(use, mean.tolist(), scale.tolist(), reg.coef_.tolist(), float(reg.intercept_), float(ratio[k]),
+                   float(np.quantile(u, 1.0 - flag_share)), ranges, int(n))
+
+    # -- applying ------------------------------------------------------------------------------
+    def uncertainty(self, feats: pd.DataFrame) -> np.ndarray:
+        X = feats[self.features].astype(np.float64).to_numpy()
+        Z = np.nan_to_num((X - np.asarray(self.mean)) / np.asarray(self.scale))  # a missing signal counts as average
+        return np.exp(Z @ np.asarray(self.coef) + self.intercept)
+
+    def contributions(self, row: pd.Series) -> dict[str, float]:
+        x = row[self.features].astype(np.float64).to_numpy()
+        z = np.nan_to_num((x - np.asarray(self.mean)) / np.asarray(self.scale))
+        return dict(zip(self.features, z * np.asarray(self.coef)))
+
+    def implausible(self, row: pd.Series) -> str:
+        """The first plausibility signal outside its range, as a reason ('' when none)."""
+        for c, (lo, hi) in self.ranges.items():
+            v = float(row.get(c, np.nan))
+            if not math.isfinite(v) and c in ("axis_ratio", "size_frac", "ring_contrast"):
+                continue  # no ellipse: the measurement has failed already
+            if not math.isfinite(v) or v < lo or v > hi:
+                return f"not like fetal-head ultrasound: {c} {v:.3g} outside [{lo:.3g}, {hi:.3g}]"
+        return ""
+
+    def assess(self, feats: pd.DataFrame, hc_mm: np.ndarray, measured: np.ndarray) -> pd.DataFrame:
+        """``uncertainty``, ``hc_half_width_mm``, ``flag`` and ``reason`` for each row
+        (``measured``: a prediction exists; unmeasured rows are ``failed`` with reason '')."""
+        u = self.uncertainty(feats)
+        half = self.conformal_factor * u
+        flags, reasons = [], []
+        for i, (_, row) in enumerate(feats.iterrows()):
+            if not measured[i]:
+                flags.append("failed")
+                reasons.append("")
+                continue
+            why = self.implausible(row)
+            if why:
+                flags.append("failed")
+                reasons.append(why)
+            elif u[i] > self.uncertain_threshold_mm:
+                top = max(self.contributions(row).items(), key=lambda kv: kv[1])
+                flags.append("uncertain")
+                reasons.append(f"expected |HC error| {u[i]:.2g} mm > {self.uncertain_threshold_mm:.2g} mm, mostly from {top[0]}")
+            else:
+                flags.append("ok")
+                reasons.append("")
+        return pd.DataFrame({"uncertainty": u, "hc_half_width_mm": half, "flag": flags, "reason": reasons}, index=feats.index)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("features", "mean", "scale", "coef", "intercept", "conformal_factor", "uncertain_threshold_mm", "ranges", "n_fit")}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Triage":
+        return cls(**{k: d[k] for k in ("features", "mean", "scale", "coef", "intercept", "conformal_factor", "uncertain_threshold_mm", "ranges", "n_fit")})
+
+
+def nested_triage(feats: pd.DataFrame, abs_err_mm: np.ndarray, hc_mm: np.ndarray, folds: np.ndarray, measured: np.ndarray, **kw) -> pd.DataFrame:
+    """Out-of-fold triage: each fold assessed by a combiner fitted on the other folds only."""
+    out = []
+    for k in sorted(set(folds)):
+        test = folds == k
+        comb = Triage.fit(feats[~test].reset_index(drop=True), np.asarray(abs_err_mm)[~test], **kw)
+        out.append(comb.assess(feats[test], np.asarray(hc_mm)[test], np.asarray(measured)[test]))
+    return pd.concat(out).reindex(feats.index)
+
+
+def interval_half_widths(half_hc: np.ndarray, hc: np.ndarray, bpd: np.ndarray, ofd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """BPD and OFD half-widths: the HC interval's relative width applied to each diameter
+    (their errors move with the fitted ellipse's size)."""
+    rel = np.asarray(half_hc) / np.asarray(hc)
+    return rel * np.asarray(bpd), rel * np.asarray(ofd)
