@@ -12,7 +12,9 @@ Signals (:func:`triage_features`), all cheap and all available at prediction tim
   (coarse-to-fine methods only);
 * ``axis_ratio`` (b/a), ``size_frac`` (long axis over the image diagonal), ``ring_contrast``
   (how much brighter the fitted outline is than the inside of the head, in image standard
-  deviations: the skull is a bright ring) and ``log_hc_mm`` (errors grow with the head);
+  deviations: the skull is a bright ring), ``ring_vs_outside`` (the outline against a band
+  just outside it: bone against soft tissue or fluid) and ``log_hc_mm`` (errors grow with the
+  head);
 * image statistics that tell a B-mode ultrasound frame from other pictures: ``dark_frac``
   (share of near-black pixels: the scan sector's surround), ``bright_frac`` (near-white) and
   ``mean_intensity``.
@@ -22,7 +24,8 @@ standardised signals (scikit-learn), fitted on out-of-fold predictions. Its pred
 ``uncertainty = exp(...)``, is the typical |HC error| in mm. The 90 % interval is
 ``HC ± c · uncertainty`` with ``c`` the split-conformal 90 % quantile of ``|error| /
 uncertainty`` on the rows it was fitted on. ``uncertain``: uncertainty above the
-``1 - flag_share`` quantile of the fitted rows. ``failed`` (no measurement is reported): no
+``1 - flag_share`` quantile of the fitted rows, or a skull outline weaker than all but
+``SOFT_QUANTILE`` of them (:data:`WEAK_RING_SIGNAL`). ``failed`` (no measurement is reported): no
 ellipse, or a plausibility signal (``PLAUSIBILITY``) outside the range seen on the fitted rows
 (widened by ``margin`` of that range): the picture is not like the fetal-head ultrasound the
 model was made for. Evaluation fits it with nesting (:func:`nested_triage`): the combiner
@@ -42,9 +45,13 @@ import pandas as pd
 from fetalbio.geometry.ellipse import Ellipse
 
 FEATURES = ("log_fit_residual", "log_point_unc", "stage_disagreement", "centre_shift", "axis_ratio", "size_frac", "ring_contrast",
-            "log_hc_mm", "dark_frac", "bright_frac", "mean_intensity")
+            "ring_vs_outside", "weak_ring", "log_hc_mm", "dark_frac", "bright_frac", "mean_intensity")
+# the skull outline against its surroundings: below the SOFT_QUANTILE of the fitted rows an image
+# is at least `uncertain` (few real heads are, and those few are mostly badly measured)
+WEAK_RING_SIGNAL = "ring_vs_outside"
+SOFT_QUANTILE = 0.03
 # signals that say whether the picture is a fetal head in ultrasound at all
-PLAUSIBILITY = ("axis_ratio", "size_frac", "ring_contrast", "dark_frac", "bright_frac", "mean_intensity")
+PLAUSIBILITY = ("axis_ratio", "size_frac", "ring_contrast", "ring_vs_outside", "dark_frac", "bright_frac", "mean_intensity")
 ERROR_FLOOR_MM = 0.2
 COVERAGE = 0.9
 
@@ -92,8 +99,12 @@ def triage_features(image: np.ndarray, e: Ellipse | None, coarse: Ellipse | None
     sd = max(float(img.std()), 1e-6)
     ring = max((np.mean(v) if (v := _sample(img, _ellipse_samples(e, 180, s))).size else -np.inf) for s in (0.96, 0.98, 1.0, 1.02, 1.04))
     inside = np.concatenate([_sample(img, _ellipse_samples(e, 90, s)) for s in (0.3, 0.5, 0.7)])
+    outside = np.concatenate([_sample(img, _ellipse_samples(e, 180, s)) for s in (1.15, 1.22, 1.3)])
     if np.isfinite(ring) and inside.size:
         f["ring_contrast"] = float((ring - inside.mean()) / sd)
+    if np.isfinite(ring) and outside.size:
+        f["ring_vs_outside"] = float((ring - outside.mean()) / sd)
+        f["weak_ring"] = max(0.0, 1.0 - f["ring_vs_outside"])  # the error rises steeply once the outline fades
     return f
 
 
@@ -110,10 +121,11 @@ class Triage:
     uncertain_threshold_mm: float
     ranges: dict[str, list[float]] = field(default_factory=dict)
     n_fit: int = 0
+    weak_ring_below: float = float("nan")
 
     # -- fitting -------------------------------------------------------------------------------
     @classmethod
-    def fit(cls, feats: pd.DataFrame, abs_err_mm: np.ndarray, flag_share: float = 0.08, alpha: float = 1.0, margin: float = 0.1) -> "Triage":
+    def fit(cls, feats: pd.DataFrame, abs_err_mm: np.ndarray, flag_share: float = 0.06, alpha: float = 1.0, margin: float = 0.1) -> "Triage":
         """Fit on rows with a finite error (measured predictions) and their signals."""
         from sklearn.linear_model import Ridge
 
@@ -140,8 +152,10 @@ class Triage:
                 lo, hi = np.quantile(v, [0.0, 1.0])
                 pad = margin * max(hi - lo, 1e-6)
                 ranges[c] = [float(lo - pad), float(hi + pad)]
+        ring = feats.loc[ok, WEAK_RING_SIGNAL].astype(np.float64).dropna().to_numpy()
+        weak = float(np.quantile(ring, SOFT_QUANTILE)) if ring.size else float("nan")
         return cls(use, mean.tolist(), scale.tolist(), reg.coef_.tolist(), float(reg.intercept_), float(ratio[k]),
-                   float(np.quantile(u, 1.0 - flag_share)), ranges, int(n))
+                   float(np.quantile(u, 1.0 - flag_share)), ranges, int(n), weak)
 
     # -- applying ------------------------------------------------------------------------------
     def uncertainty(self, feats: pd.DataFrame) -> np.ndarray:
@@ -179,6 +193,9 @@ class Triage:
             if why:
                 flags.append("failed")
                 reasons.append(why)
+            elif float(row.get(WEAK_RING_SIGNAL, np.nan)) < self.weak_ring_below:
+                flags.append("uncertain")
+                reasons.append(f"weak skull outline: {WEAK_RING_SIGNAL} {float(row[WEAK_RING_SIGNAL]):.2g} < {self.weak_ring_below:.2g}")
             elif u[i] > self.uncertain_threshold_mm:
                 top = max(self.contributions(row).items(), key=lambda kv: kv[1])
                 flags.append("uncertain")
@@ -189,11 +206,11 @@ class Triage:
         return pd.DataFrame({"uncertainty": u, "hc_half_width_mm": half, "flag": flags, "reason": reasons}, index=feats.index)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("features", "mean", "scale", "coef", "intercept", "conformal_factor", "uncertain_threshold_mm", "ranges", "n_fit")}
+        return {k: getattr(self, k) for k in ("features", "mean", "scale", "coef", "intercept", "conformal_factor", "uncertain_threshold_mm", "ranges", "n_fit", "weak_ring_below")}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Triage":
-        return cls(**{k: d[k] for k in ("features", "mean", "scale", "coef", "intercept", "conformal_factor", "uncertain_threshold_mm", "ranges", "n_fit")})
+        return cls(**{k: d[k] for k in ("features", "mean", "scale", "coef", "intercept", "conformal_factor", "uncertain_threshold_mm", "ranges", "n_fit", "weak_ring_below")})
 
 
 def nested_triage(feats: pd.DataFrame, abs_err_mm: np.ndarray, hc_mm: np.ndarray, folds: np.ndarray, measured: np.ndarray, **kw) -> pd.DataFrame:

@@ -160,7 +160,7 @@ def read_model_file(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: model file version {version!r}, this fetalbio reads versions {', '.join(map(str, READABLE_VERSIONS))}")
     if version == 1:  # one stage at the top level: the same content as a one-stage version 2 file
         stage = {k: raw.get(k) for k in ("variant", "family", "spec", "variant_cfg", "train_cfg", "state_dicts", "calibration")}
-        raw = {k: v for k, v in raw.items() if k not in stage} | {"method": raw.get("variant"), "stages": [{"role": "coarse", **stage}]}
+        raw = {k: v for k, v in raw.items() if k not in stage} | {"method": raw.get("variant"), "stages": [{"role": "coarse", **stage}], "format_version": FORMAT_VERSION}
     stages = raw.get("stages")
     if not isinstance(stages, list) or not stages or not all(isinstance(st, dict) for st in stages):
         raise ValueError(f"{path}: incomplete model file (no stages)")

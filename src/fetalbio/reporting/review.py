@@ -69,7 +69,17 @@ body {{ font-family: sans-serif; margin: 1em; background: #f4f4f4; }}
 <h1>{html.escape(title)}</h1><p id="summary">{len(cards)} images: {summary}. Failed and uncertain first, most uncertain first.</p>
 <div class="cards">
 {chr(10).join(parts)}
-</div></body></html>
+</div>
+<script>
+// rendered check (used by the browser test): cards and decoded images
+const cards = document.querySelectorAll('.card');
+const imgs = Array.from(document.querySelectorAll('.card img'));
+window.addEventListener('load', () => {{
+  document.body.dataset.cards = String(cards.length);
+  document.body.dataset.imagesOk = String(imgs.filter(i => i.complete && i.naturalWidth > 0).length);
+}});
+</script>
+</body></html>
 """
 
 
