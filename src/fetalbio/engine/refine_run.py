@@ -98,9 +98,11 @@ def _spread(errs: list[dict[str, float]]) -> dict[str, Any]:
     }
 
 
-def refine_heldout(clean: pd.DataFrame, table_dir: Path, coarse_dir: Path, refine_dir: Path, out_dir: Path, batch_size: int = 16) -> dict[str, Any]:
+def refine_heldout(clean: pd.DataFrame, table_dir: Path, coarse_dir: Path, refine_dir: Path, out_dir: Path, batch_size: int = 16,
+                   passes: int | None = None) -> dict[str, Any]:
     """Refine every fold of ``coarse_dir`` with the same fold of ``refine_dir``; write
-    ``out_dir/fold<k>/{oof.csv,masks/,summary.json}``; return the summary over folds."""
+    ``out_dir/fold<k>/{oof.csv,masks/,summary.json}``; return the summary over folds.
+    ``passes``: instead of the trained ``crop.passes`` (to measure another number of passes)."""
     folds = sorted(p for p in Path(coarse_dir).glob("fold*") if (p / "oof.csv").is_file())
     if not folds:
         raise FileNotFoundError(f"no fold*/oof.csv under {coarse_dir}: train the first stage first")
@@ -109,6 +111,10 @@ def refine_heldout(clean: pd.DataFrame, table_dir: Path, coarse_dir: Path, refin
     for fold_dir in folds:
         fold = int(fold_dir.name[len("fold"):])
         task, nets = load_refine_networks(Path(refine_dir) / f"fold{fold}", fold)
+        if passes is not None:
+            if not 1 <= passes <= 5:
+                raise ValueError(f"passes must be in 1..5, got {passes}")
+            task.passes = passes
         oof = pd.read_csv(fold_dir / "oof.csv", dtype=READ_DTYPES, keep_default_na=True)
         missing = sorted(set(oof["image_name"]) - set(by_name.index))
         if missing:
