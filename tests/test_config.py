@@ -13,7 +13,9 @@ def test_repo_params_load() -> None:
     repo = Path(__file__).resolve().parents[1]
     assert load_section(repo / "params.yaml", "data", DataConfig).root == "data/sample"
     load_section(repo / "params.yaml", "labels", LabelsConfig)
-    assert load_section(repo / "params.yaml", "folds", FoldsConfig).k >= 2
+    folds = load_section(repo / "params.yaml", "folds", FoldsConfig)
+    assert folds.ids == [0, 1, 2, 3, 4] and folds.k == 5  # the documented K = 5
+    assert FoldsConfig(ids=[0, 1, 2]).k == 3
 
 
 @pytest.mark.parametrize(

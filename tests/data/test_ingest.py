@@ -13,7 +13,8 @@ import pytest
 
 from fetalbio import POINT_COLUMNS
 from fetalbio.config import DataConfig
-from fetalbio.data.ingest import IngestError, ingest, read_ingested, subject_from_name
+from fetalbio.data.ingest import IngestError, ingest, read_ingested
+from fetalbio.data.tables import subject_from_name
 from fetalbio.data.io import UnsafePathError, safe_join
 
 

@@ -19,7 +19,7 @@ _EXPORTS = {
     "Issue": "ingest",
     "ingest": "ingest",
     "read_ingested": "ingest",
-    "subject_from_name": "ingest",
+    "subject_from_name": "tables",
     "ImageReadError": "io",
     "UnsafePathError": "io",
     "read_gray8": "io",

@@ -35,6 +35,7 @@ import pandas as pd
 
 from fetalbio import POINT_COLUMNS
 from fetalbio.config import DataConfig
+from fetalbio.data.tables import subject_from_name
 from fetalbio.data.io import ImageReadError, UnsafePathError, file_sha256, read_gray8, safe_join, write_png
 
 TABLE_COLUMNS = [
@@ -54,7 +55,6 @@ TABLE_COLUMNS = [
 DROP_COLUMNS = ["file", "line", "column", "image_name", "reason"]
 HC18_CSV = "training_set_pixel_size_and_HC.csv"
 HC18_DIR = "training_set"
-_SUBJECT_RE = re.compile(r"^(\d+)_")
 
 
 @dataclass(frozen=True)
@@ -88,13 +88,6 @@ class IngestResult:
     table: pd.DataFrame
     dropped: pd.DataFrame
     counts: dict[str, int] = field(default_factory=dict)
-
-
-def subject_from_name(image_name: str) -> str:
-    """``010_2HC.png`` -> ``010``; names without a numeric prefix are their own subject (stem)."""
-    base = Path(image_name).name
-    m = _SUBJECT_RE.match(base)
-    return m.group(1) if m else Path(base).stem
 
 
 def detect_layout(root: Path, cfg: DataConfig) -> str:

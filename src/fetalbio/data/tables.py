@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
 
 from fetalbio import POINT_COLUMNS
+
+
+_SUBJECT_RE = re.compile(r"^(\d+)_")
+
+
+def subject_from_name(image_name: str) -> str:
+    """``010_2HC.png`` -> ``010``; names without a numeric prefix are their own subject (stem)."""
+    base = Path(image_name).name
+    m = _SUBJECT_RE.match(base)
+    return m.group(1) if m else Path(base).stem
 
 
 def read_clean(path: Path) -> pd.DataFrame:

@@ -11,7 +11,7 @@ difference:
 - paired, on the images both runs measured: the difference of the mean absolute errors
   (``A - B``, negative when A is better) with a 95 % bootstrap interval that resamples
   **subjects** (images of one pregnancy are not independent; subjects are read from the file
-  names as :func:`~fetalbio.data.ingest.subject_from_name` does at ingest), the Wilcoxon
+  names as :func:`~fetalbio.data.tables.subject_from_name` does at ingest), the Wilcoxon
   signed-rank test of the absolute errors (image-level: it takes the images as independent),
   the share of images where A is strictly closer, and the MAE of both by tercile of the
   reference HC (the terciles of :func:`~fetalbio.metrics.biometry.errors_by_tercile`, as
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fetalbio.data.ingest import subject_from_name
+from fetalbio.data.tables import subject_from_name
 from fetalbio.metrics import bland_altman, wilcoxon_paired
 from fetalbio.metrics.biometry import errors_by_tercile, measurement_errors
 
