@@ -27,6 +27,13 @@ TABLE_COLUMNS: list[tuple[str, tuple[str, ...], str]] = [
     ("BPD MAE mm", ("measurements_vs_sonographer", "bpd", "mae"), "min"),
     ("OFD MAE mm", ("measurements_vs_sonographer", "ofd", "mae"), "min"),
     ("failed", ("n_failed",), "min"),
+    ("SDR@3mm", ("landmarks_vs_clean_labels", "sdr_3mm"), "max"),
+    # triage (nested out-of-fold): does the uncertainty pick out the errors, does the interval hold
+    ("unc rho", ("triage", "spearman_rho"), "max"),
+    ("AUROC >4mm", ("triage", "auroc_error_over_4mm"), "max"),
+    ("defer10 cut", ("triage", "mae_cut_by_deferral"), "max"),
+    ("90% cover", ("triage", "interval_coverage"), "none"),
+    ("uncertain", ("triage", "uncertain_share"), "none"),
 ]
 
 

@@ -60,10 +60,29 @@ def model_card(final: dict[str, Any], metrics: dict[str, Any], data_root: str, n
             f"- Mask-edge correction: the fitted ellipse is moved {cal['edge_offset_px']:.2f} px inward, the gap between the sonographer masks' edge "
             f"and the outline their reference HC measures, measured on {cal.get('edge_offset_n', 0)} training masks."
         )
-    lines.append(
-        f"- `uncertain` flag: mean point uncertainty above {thr:.3g} px, the {final['uncertain_quantile']:.0%} quantile of held-out images in cross-validation."
-        if thr is not None else "- `uncertain` flag: never (this method gives no uncertainty); `failed` when no measurement is possible."
-    )
+    ref = final.get("refine")
+    if ref:
+        rc = ref.get("calibration", {})
+        cw, ch = ref["crop_size"]
+        lines.append(
+            f"- Refinement (second stage): a {ref['n_parameters']:,}-parameter network segments the skull in a {cw} × {ch} px crop aligned with the "
+            f"first stage's ellipse (long axis horizontal, scale-normalised); the ellipse fitted there is mapped back exactly and moved "
+            f"{rc.get('edge_offset_px', 0):.2f} + {rc.get('edge_offset_per_crop_px', 0):.3f} / k px inward (k: crop px per image px), measured in the crop frame on "
+            f"{rc.get('edge_offset_n', 0)} training masks."
+        )
+    tri = final.get("triage")
+    if tri:
+        lines.append(
+            f"- Triage: `uncertainty` is the expected |HC error| (mm) from {len(tri['features'])} signals ({', '.join(tri['features'])}), a ridge "
+            f"regression fitted on {tri['n_fit']} out-of-fold images; 90 % interval = HC ± {tri['conformal_factor']:.2f} × uncertainty (split conformal); "
+            f"`uncertain` above {tri['uncertain_threshold_mm']:.2f} mm or a weak skull outline; `failed` for a picture unlike fetal-head ultrasound "
+            "(a plausibility signal outside the range of the development images)."
+        )
+    else:
+        lines.append(
+            f"- `uncertain` flag: mean point uncertainty above {thr:.3g} px, the {final['uncertain_quantile']:.0%} quantile of held-out images in cross-validation."
+            if thr is not None else "- `uncertain` flag: never (this method gives no uncertainty); `failed` when no measurement is possible."
+        )
     lines += [
         "",
         "## Training data",
@@ -110,7 +129,7 @@ def model_card(final: dict[str, Any], metrics: dict[str, Any], data_root: str, n
         "- Made for 2D ultrasound of the standard transthalamic plane, like HC18: one centre, first and second trimester. Heads larger than the "
         "training range (third trimester), other planes, other machines or heavy artefacts are outside what was measured; check `flag` and the overlays.",
         "- Millimetres need the pixel size (`--spacing` / `--pixel-size`); without it only pixel coordinates are reported.",
-        "- `ga_weeks` is Hadlock's 1984 HC regression, fitted on 14–42 menstrual weeks: an extrapolation for smaller heads.",
+        "- `ga_weeks` is Hadlock's 1984 HC regression, fitted on 14–42 menstrual weeks (HC about 10–36 cm): outside HC 100–360 mm it is left empty and `ga_note` says why.",
         "",
     ]
     return "\n".join(lines)
