@@ -27,6 +27,7 @@ class Oracle(torch.nn.Module):
 
 
 def _task(**crop):
+    crop.setdefault("combine", "refined")
     vcfg = VariantConfig(arch={"base_width": 4, "depth": 3}, postprocess={"edge_offset_px": 0}, crop=crop)
     return build_task("refine", vcfg, TCFG)
 
@@ -47,6 +48,16 @@ def test_refinement_recovers_the_semi_axes_from_a_perturbed_coarse_ellipse(passe
     assert math.hypot(got.cx - truth.cx, got.cy - truth.cy) < 1.0
     assert p.extra["coarse_ellipse"] == pytest.approx(coarse.as_tuple())
     assert p.extra["refine_passes"] == passes
+
+
+def test_combine_mean_reports_the_mean_of_both_stages() -> None:
+    truth = Ellipse(390.3, 262.8, 150.4, 118.7, 0.02)
+    coarse = Ellipse(398.0, 255.0, 160.0, 110.0, math.pi - 0.04)  # the angle wraps around 180 degrees
+    (p,) = _task(combine="mean").refine([Oracle()], [_image(truth)], [ellipse_prediction(coarse)])
+    refined, got = Ellipse(*p.extra["refined_ellipse"]), Ellipse(*p.extra["ellipse"])
+    assert got.a == pytest.approx((coarse.a + refined.a) / 2) and got.cx == pytest.approx((coarse.cx + refined.cx) / 2)
+    assert abs(math.remainder(got.theta - (refined.theta - 0.03), math.pi)) < 0.02
+    assert np.allclose(p.points, __import__("fetalbio.geometry.ellipse", fromlist=["x"]).ellipse_endpoints(got))
 
 
 def test_a_coarse_result_that_cannot_be_cropped_is_kept_with_the_reason() -> None:
@@ -96,7 +107,7 @@ def test_edge_calibration_in_the_crop_frame_models_a_constant_outline_width(synt
 
 
 @pytest.mark.parametrize("crop,msg", [({"span": 0.9}, "crop.span"), ({"passes": 0}, "crop.passes"), ({"zoom": 2}, "unknown crop option"),
-                                      ({"jitter": {"flip": 2}}, "jitter.flip")])
+                                      ({"jitter": {"flip": 2}}, "jitter.flip"), ({"combine": "max"}, "crop.combine")])
 def test_bad_crop_options_are_refused_with_the_option_named(crop: dict, msg: str) -> None:
     with pytest.raises(ValueError, match=msg):
         _task(**crop)

@@ -47,7 +47,9 @@ from fetalbio.tasks.base import ImagePrediction, Sample, average_outputs, predic
 from fetalbio.tasks.segmentation import CALIBRATION_ROWS, SegmentationTask
 from fetalbio.variants import VariantSpec
 
-CROP_DEFAULTS = {"span": 1.35, "passes": 1, "jitter": {}}
+# combine: "mean" reports the mean of the first stage's and the refined ellipse (two partly
+# independent measurements of one head), "refined" the refined ellipse alone
+CROP_DEFAULTS = {"span": 1.35, "passes": 1, "jitter": {}, "combine": "mean"}
 
 
 def reference_ellipse(mask01: np.ndarray) -> Ellipse | None:
@@ -73,6 +75,9 @@ class RefineTask(SegmentationTask):
         if isinstance(self.passes, bool) or not isinstance(self.passes, int) or not 1 <= self.passes <= 5:
             raise ValueError(f"crop.passes must be an integer in 1..5, got {self.passes!r}")
         self.jitter = CropJitter(**crop["jitter"])
+        self.combine = crop["combine"]
+        if self.combine not in ("mean", "refined"):
+            raise ValueError(f"crop.combine must be 'mean' or 'refined', got {self.combine!r}")
         self.crop_size = (tcfg.input_width, tcfg.input_height)
         self.normalize_method = tcfg.normalize
         self.edge_offset_per_crop_px = 0.0
@@ -216,6 +221,8 @@ class RefineTask(SegmentationTask):
         for p, why in zip(current, skipped):
             if why and "coarse_ellipse" not in p.extra:
                 p = dataclasses.replace(p, extra={**p.extra, "refine": f"not refined: {why}"})
+            elif "coarse_ellipse" in p.extra and self.combine == "mean":
+                p = combined(p)
             out_preds.append(p)
         return out_preds
 
@@ -303,6 +310,21 @@ class CropDataset(Dataset):
 
 
 RefineTask.dataset_class = CropDataset
+
+
+def mean_ellipse(a: Ellipse, b: Ellipse) -> Ellipse:
+    """The parameter mean of two ellipses of one head (the angle averaged modulo 180°)."""
+    dth = math.remainder(b.theta - a.theta, math.pi)
+    return Ellipse((a.cx + b.cx) / 2, (a.cy + b.cy) / 2, (a.a + b.a) / 2, (a.b + b.b) / 2, a.theta + dth / 2)
+
+
+def combined(p: ImagePrediction) -> ImagePrediction:
+    """A refined prediction reporting the mean of its coarse and refined ellipses (both kept in
+    ``extra``); its mask stays the refined one."""
+    refined = Ellipse(*p.extra["ellipse"])
+    e = mean_ellipse(Ellipse(*p.extra["coarse_ellipse"]), refined)
+    extra = {**p.extra, "refined_ellipse": refined.as_tuple(), "ellipse": e.as_tuple()}
+    return dataclasses.replace(p, points=np.asarray(ellipse_endpoints(e), dtype=np.float64), extra=extra)
 
 
 def ellipse_prediction(e: Ellipse) -> ImagePrediction:
