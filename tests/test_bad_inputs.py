@@ -2,7 +2,7 @@
 
 Every case ends in one of: a clear message (file, line, column where that applies) and exit code
 1; a row recorded in ``reports/ingest_drops.csv`` with its reason (``data.on_error: drop``); or a
-recorded conversion (16-bit, colour) that is not an error. The table in README.md
+recorded conversion (16-bit, colour) that is not an error. The table in docs/data.md
 ("Bad input: what happens") lists the cases with these test names.
 """
 

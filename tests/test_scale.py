@@ -1,4 +1,4 @@
-"""Running at scale: queued experiments in parallel, and a shared DVC remote (README "Running at scale").
+"""Running at scale: queued experiments in parallel, and a shared DVC remote (docs/scale.md).
 
 One baseline `dvc repro` (module fixture) of the smallest configuration serves both tests."""
 
@@ -84,7 +84,7 @@ def _metrics(exp: dict, variant: str) -> dict:
 
 def test_queued_experiments_run_in_parallel(baseline: Path) -> None:
     # targeted at the changed variant's evaluation, so that the experiments skip `compare` and
-    # `final` (cost only: two stages fewer per experiment; untargeted they run too, as in the README)
+    # `final` (cost only: two stages fewer per experiment; untargeted they run too, as in docs/scale.md)
     for name, sigma in SIGMAS.items():
         run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"variants.hm_unet.codec.sigma={sigma}", "evaluate@hm_unet"], baseline)
     most_running = 0

@@ -26,7 +26,7 @@ def test_sample_masks_at_network_size_give_back_the_reference_hc(size: tuple[int
     ref = pd.read_csv(SAMPLE / "hc18_reference.csv")
     masks = [cv2.imread(str(SAMPLE / "masks" / n), cv2.IMREAD_GRAYSCALE) > 127 for n in ref["image_name"]]
     offset, n = estimate_edge_offset_px([(m, hc / px) for m, hc, px in zip(masks, ref["hc_mm"], ref["pixel_size_mm"])])
-    assert n == len(ref) and 1.2 < offset < 1.6  # the HC18 outline convention (README)
+    assert n == len(ref) and 1.2 < offset < 1.6  # the HC18 outline convention (docs/variants.md)
     task = build_task("seg_unet", VariantConfig(arch={"base_width": 4, "depth": 2}), TrainConfig(input_width=size[0], input_height=size[1], device="cpu"))
     task.set_calibration({"edge_offset_px": offset})
     errors = []
