@@ -99,10 +99,11 @@ def _spread(errs: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def refine_heldout(clean: pd.DataFrame, table_dir: Path, coarse_dir: Path, refine_dir: Path, out_dir: Path, batch_size: int = 16,
-                   passes: int | None = None) -> dict[str, Any]:
+                   passes: int | None = None, combine: str | None = None) -> dict[str, Any]:
     """Refine every fold of ``coarse_dir`` with the same fold of ``refine_dir``; write
     ``out_dir/fold<k>/{oof.csv,masks/,summary.json}``; return the summary over folds.
-    ``passes``: instead of the trained ``crop.passes`` (to measure another number of passes)."""
+    ``passes``, ``combine``: instead of the trained ``crop.passes`` / ``crop.combine`` (to
+    measure another setting without retraining)."""
     folds = sorted(p for p in Path(coarse_dir).glob("fold*") if (p / "oof.csv").is_file())
     if not folds:
         raise FileNotFoundError(f"no fold*/oof.csv under {coarse_dir}: train the first stage first")
@@ -115,6 +116,10 @@ def refine_heldout(clean: pd.DataFrame, table_dir: Path, coarse_dir: Path, refin
             if not 1 <= passes <= 5:
                 raise ValueError(f"passes must be in 1..5, got {passes}")
             task.passes = passes
+        if combine is not None:
+            if combine not in ("mean", "refined"):
+                raise ValueError(f"combine must be 'mean' or 'refined', got {combine!r}")
+            task.combine = combine
         oof = pd.read_csv(fold_dir / "oof.csv", dtype=READ_DTYPES, keep_default_na=True)
         missing = sorted(set(oof["image_name"]) - set(by_name.index))
         if missing:
