@@ -90,20 +90,23 @@ def main(src: Path, dest: Path, model_dest: Path | None = None) -> None:
                 (dest / rel).unlink()
                 print(f"left out {rel}: the final stage did not run on this run's outputs")
     variants = list(params.get("variant_names", [])) or list(params.get("landmark_variants", [])) + list(params.get("segmentation_variants", []))
+    refined = [f"{v}_refined" for v in variants if (src / "models" / f"{v}_refined").is_dir()]
     seconds: dict[str, float] = {}
-    for v in variants:
+    for v in variants + refined + (["refine"] if (src / "models" / "refine").is_dir() else []):
         for rel in (f"metrics/variants/{v}.json", f"plots/variants/{v}"):
             _copy(src, dest, rel)
         for summary in sorted((src / "models" / v).glob("fold*/summary.json")):
             out = dest / "folds" / v / f"{summary.parent.name}.json"
             out.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(summary, out)
-            seconds[v] = seconds.get(v, 0.0) + float(json.loads(summary.read_text())["train_seconds"])
+            secs = json.loads(summary.read_text()).get("train_seconds")  # refined folds: no training
+            if secs is not None:
+                seconds[v] = seconds.get(v, 0.0) + float(secs)
     commit = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     provenance = {
         "source_commit": commit,
         "data_root": params.get("data", {}).get("root"),
-        "variants": variants,
+        "variants": variants + refined,
         "train_seconds_all_folds": {k: round(v, 1) for k, v in seconds.items()},
     }
     if model_dest is not None:
