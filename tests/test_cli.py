@@ -32,7 +32,7 @@ def _fail(args: list[str]) -> str:
 def test_help_lists_every_stage() -> None:
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0
-    for cmd in ("ingest", "clean-labels", "build-folds", "train", "evaluate", "compare", "params-merge", "predict", "bench", "compare-runs"):
+    for cmd in ("ingest", "clean-labels", "build-folds", "train", "evaluate", "compare", "params-merge", "predict", "bench", "export", "compare-runs"):
         assert cmd in res.output
 
 
