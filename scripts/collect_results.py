@@ -6,7 +6,8 @@ SRC_REPO is a checkout where `dvc repro` ran (for example on the full dataset); 
 its metrics/, plots/compare/, the label-audit picture and report, params.yaml, dvc.lock, every
 fold's training summary and a `provenance.json` (source commit, data root, variants, summed
 training time). With MODEL_DEST (e.g. pretrained/fetalbio-hc18.pt) the exported model of the
-`final` stage (release/model.pt) is copied there and its card next to it as MODEL_CARD.md.
+`final` stage (release/model.pt) is copied there, its ONNX form (release/model.onnx + .onnx.json) next
+to it with the same name, and its card as MODEL_CARD.md.
 A run stopped before `final` (`dvc repro compare`) gets no metrics/final.json or model card: the
 checkout's copies of those are the embedded sample's.
 Nothing is computed here: every number is a stage output, copied as is.
@@ -118,6 +119,9 @@ def main(src: Path, dest: Path, model_dest: Path | None = None) -> None:
         model_dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(model, model_dest)
         shutil.copy2(src / "reports" / "model_card.md", model_dest.parent / "MODEL_CARD.md")
+        for suffix in (".onnx", ".onnx.json"):  # its ONNX form (docs/onnx.md), when final wrote one
+            if (src / "release" / f"model{suffix}").is_file():
+                shutil.copy2(src / "release" / f"model{suffix}", model_dest.with_suffix(suffix))
         provenance["model"] = {"path": str(model_dest), "sha256": hashlib.sha256(model.read_bytes()).hexdigest()}
     (dest / "provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
     print(f"copied {src} -> {dest}")

@@ -33,11 +33,12 @@ def main(
     metrics_dir: Path = typer.Option(Path("metrics/variants"), help="Folder with <variant>.json (cross-validated metrics for the card)."),
     plots_dir: Path = typer.Option(Path("plots/variants"), help="Folder with <variant>/per_image.csv (held-out errors and triage signals)."),
     out: Path = typer.Option(Path("release/model.pt"), help="The exported model file."),
+    onnx: bool = typer.Option(True, help="Also write its ONNX form next to it (<out>.onnx + <out>.onnx.json, docs/onnx.md)."),
     logs: Path = typer.Option(Path("release/logs"), help="dvclive logs of the refit networks (one folder per network)."),
     card: Path = typer.Option(Path("reports/model_card.md"), help="The model card (Markdown)."),
     metrics: Path = typer.Option(Path("metrics/final.json"), help="What was exported (JSON)."),
 ) -> None:
-    """Train the chosen variant on all cleaned rows (or gather its fold models) and export it."""
+    """Train the chosen variant on all cleaned rows (or gather its fold models) and export it (model file + ONNX form)."""
     from fetalbio.engine.distributed import DistContext
     from fetalbio.inference.export import choose_variant, export_final
     from fetalbio.reporting.model_card import model_card
@@ -62,7 +63,13 @@ def main(
     summary = export_final(clean, images_root, models_dir, cmp, variant, vcfg, tcfg, read_seed(params),
                            fcfg.source, fcfg.uncertain_quantile, data_root, out, refine=configs("refine") if refined else None,
                            log_root=logs, resume_root=Path(".resume") / "final", per_image=read_per_image(plots_dir / method / "per_image.csv"))
+    onnx_note = ""
+    if onnx:
+        from fetalbio.inference.onnx_form import export_onnx
+
+        graph, manifest_path, _ = export_onnx(out)
+        onnx_note = f" + {graph.name}, {manifest_path.name}"
     vm = json.loads((metrics_dir / f"{method}.json").read_text(encoding="utf-8"))
     write_json(metrics, summary)
     write_text(card, model_card(summary, vm, data_root, int(clean["subject_id"].nunique())))
-    typer.echo(f"final: {method} ({fcfg.source}, {summary['n_models']} network(s)) -> {out}, card {card}")
+    typer.echo(f"final: {method} ({fcfg.source}, {summary['n_models']} network(s)) -> {out}{onnx_note}, card {card}")

@@ -45,7 +45,7 @@ def _spacing_lookup(spacing: Optional[Path], pixel_size: Optional[float]):
 @app.command()
 @friendly_errors(ValueError, FileNotFoundError)
 def main(
-    model: Path = typer.Option(..., help="Model file exported by the final stage (e.g. pretrained/fetalbio-hc18.pt)."),
+    model: Path = typer.Option(..., help="Model file exported by the final stage (e.g. pretrained/fetalbio-hc18.pt), or its ONNX form (X.onnx)."),
     images: list[Path] = typer.Option(..., "--images", help="Image folder(s) or file(s); repeat the option, or list more files after it."),
     more_images: Optional[list[Path]] = typer.Argument(None, help="More image files (e.g. a shell glob after --images)."),
     out: Path = typer.Option(..., help="Output CSV."),
@@ -55,18 +55,21 @@ def main(
     masks: Optional[Path] = typer.Option(None, help="Folder for predicted masks (segmentation models)."),
     batch_size: int = typer.Option(8, min=1, help="Images per forward pass."),
     device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda."),
-    threads: int = typer.Option(0, min=0, help="CPU threads for torch (0: torch's default)."),
+    threads: int = typer.Option(0, min=0, help="CPU threads for torch and ONNX Runtime (0: their default)."),
+    runtime: str = typer.Option("auto", help="auto (ONNX Runtime when the model has its ONNX form X.onnx next to it, on the CPU) | onnx | torch."),
+    read_threads: int = typer.Option(2, min=0, help="Threads reading and preprocessing the next images while the networks run."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
     report: Optional[Path] = typer.Option(None, help="Write a self-contained HTML review page: every image's overlay and values, failed and uncertain first."),
 ) -> None:
     """Measure BPD, OFD, HC (mm, with a pixel size) and GA of new images; one CSV row per image.
 
     An unreadable image becomes a `failed` row with the reason (exit code 0, with a warning).
+    Which runtime ran the networks is said on stderr.
     """
     import torch
 
-    from fetalbio.inference.model_file import load_model
-    from fetalbio.inference.predictor import Predictor, collect_images, draw_overlay, measurement_row, writer
+    from fetalbio.inference.predictor import collect_images, draw_overlay, measurement_row, writer
+    from fetalbio.inference.runtime import open_predictor
     from fetalbio.reporting.review import write_review
     from fetalbio.reporting import write_csv
 
@@ -75,11 +78,15 @@ def main(
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda but CUDA is not available")
     dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+    if runtime == "onnx" and device == "auto":
+        dev = torch.device("cpu")  # ONNX Runtime runs on the CPU here
     if threads:
         torch.set_num_threads(threads)
     lookup = _spacing_lookup(spacing, pixel_size)
     paths, names = collect_images([*images, *(more_images or [])])
-    loaded = load_model(model, dev)
+    predictor, note = open_predictor(model, runtime, dev, threads)
+    typer.echo(note, err=True)
+    loaded = predictor.model
     if masks is not None and loaded.family != "segmentation":
         typer.secho(f"warning: --masks ignored: {loaded.variant} is a landmark model (no mask)", fg=typer.colors.YELLOW, err=True)
         masks = None
@@ -92,12 +99,12 @@ def main(
             row = measurement_row(m)
             cards.append((row, draw_overlay(m.image, m.prediction, row) if m.image is not None else None))
 
-    table = Predictor(loaded, dev).measure(paths, names, lookup, batch_size, on_result, progress=progress and sys.stderr.isatty())
+    table = predictor.measure(paths, names, lookup, batch_size, on_result, progress=progress and sys.stderr.isatty(), read_threads=read_threads)
     write_csv(out, table)
     if report is not None:
         write_review(report, cards, f"fetalbio review: {len(cards)} images, model {loaded.method}")
     counts = table["flag"].value_counts().to_dict()
     for r in table[table["flag"] == "failed"].itertuples(index=False):
         typer.secho(f"warning: {r.image_name}: failed ({r.reason})", fg=typer.colors.YELLOW, err=True)
-    typer.echo(f"predict: {len(table)} images with {loaded.variant} on {dev.type}: "
+    typer.echo(f"predict: {len(table)} images with {loaded.method} on {predictor.device.type} ({predictor.runtime}): "
                + ", ".join(f"{counts.get(f, 0)} {f}" for f in ("ok", "uncertain", "failed")) + f" -> {out}")

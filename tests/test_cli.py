@@ -36,7 +36,7 @@ def test_help_lists_every_stage() -> None:
     assert res.exit_code == 0
     # each command as a whole word at the start of its help row ("compare" inside "compare-runs" does not count)
     listed = set(re.findall(r"^\W*([a-z][a-z-]*)\s{2,}", res.output, re.M))
-    for cmd in ("ingest", "clean-labels", "build-folds", "train", "refine", "evaluate", "compare", "final", "params-merge", "predict", "bench", "compare-runs"):
+    for cmd in ("ingest", "clean-labels", "build-folds", "train", "refine", "evaluate", "compare", "final", "params-merge", "predict", "bench", "export", "compare-runs"):
         assert cmd in listed, (cmd, sorted(listed))
 
 

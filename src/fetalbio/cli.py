@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import bench, build_folds, clean_labels, compare, compare_runs, evaluate, final, ingest, params_merge, predict, refine, train
+from stages import bench, build_folds, clean_labels, compare, compare_runs, evaluate, export, final, ingest, params_merge, predict, refine, train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fetal head biometry pipeline (BPD, OFD, HC).")
 app.command("ingest", help=ingest.main.__doc__)(ingest.main)
@@ -19,6 +19,7 @@ app.command("params-merge", help=params_merge.main.__doc__)(params_merge.main)
 # user commands (not DVC stages)
 app.command("predict", help=predict.main.__doc__)(predict.main)
 app.command("bench", help=bench.main.__doc__)(bench.main)
+app.command("export", help=export.main.__doc__)(export.main)
 app.command("compare-runs", help=compare_runs.main.__doc__)(compare_runs.main)
 
 

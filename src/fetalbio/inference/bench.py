@@ -1,10 +1,17 @@
 """Timing of prediction (and of a training step) for ``fetalbio bench`` -> ``metrics/bench.json``.
 
-Each figure is the median over images (or repeats) after a warm-up. ``model_ms_per_image`` is
-what the speed target is about: network forward + decoding (heatmap decoding or mask
-post-processing and ellipse fit) at batch 1. Image decoding (file -> pixels), preprocessing and
-overlay drawing are timed separately. The training figure is forward + backward + AdamW step on
-batches of 8 at the model's input size (data loading and augmentation not included).
+What is timed per *entry* -- a model on a runtime (torch eager, channels-last; ONNX Runtime on
+the model's ONNX form) -- is what the speed target is about, ``model_ms_per_image_batch1``:
+network forward + decoding (heatmap decoding or mask post-processing and ellipse fit) of one
+preprocessed image. Every entry (several ``--model``, each on torch and ONNX Runtime) runs in
+the same process, on the same images, with the same number of threads, and interleaved: every
+round times every entry once on each image, the order rotating from image to image, so a busy
+spell of a shared machine slows all of them alike. Figures are medians over rounds and images
+(25th/75th percentiles alongside), after a warm-up; ``onnx_over_torch`` gives their ratios per
+model. Throughput at larger batches is interleaved the same way. Image decoding (file ->
+pixels), preprocessing and overlay drawing are timed once (they do not depend on the runtime);
+the training figure is forward + backward + AdamW step on batches of 8 at the model's input
+size (torch, data loading and augmentation not included).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +30,9 @@ import torch
 from fetalbio.data.io import read_gray8
 from fetalbio.inference.export import n_parameters
 from fetalbio.inference.model_file import LoadedModel
-from fetalbio.inference.predictor import Predictor, draw_overlay, measurement_row, Measured
+from fetalbio.inference.predictor import Measured, Predictor, draw_overlay, measurement_row
+
+RUNTIME_CHOICES = ("both", "torch", "onnx")
 
 
 def _timed(fn: Callable[[], Any], device: torch.device) -> float:
@@ -39,39 +49,80 @@ def _median_ms(values: list[float]) -> float:
     return round(float(np.median(values)) * 1000.0, 3)
 
 
-def bench_device(model: LoadedModel, images: Sequence[np.ndarray], device: torch.device, batch_sizes: Sequence[int], warmup: int = 2, train_steps: int = 5) -> dict[str, Any]:
-    """Times on one device (the model's tasks are moved there)."""
-    for t in model.tasks:
-        t.model.to(device).eval()
+def _pct_ms(values: list[float], q: float) -> float:
+    return round(float(np.percentile(values, q)) * 1000.0, 3)
+
+
+@dataclass
+class Entry:
+    """One model on one runtime, and its timings."""
+
+    model: str
+    runtime: str
+    predictor: Predictor
+    pre: list = field(default_factory=list)  # the images' (tensor, letterbox)
+    fwd: list[float] = field(default_factory=list)
+    post: list[float] = field(default_factory=list)
+    batch: dict[int, list[float]] = field(default_factory=dict)
+
+    def figures(self) -> dict[str, Any]:
+        throughput = {str(bs): round(bs / float(np.median(v)), 2) for bs, v in self.batch.items()}
+        best = max(throughput, key=throughput.get) if throughput else None
+        f, p = _median_ms(self.fwd), _median_ms(self.post)
+        total = [a + b for a, b in zip(self.fwd, self.post)]
+        return {
+            "forward_ms_batch1": f,
+            "forward_ms_p25": _pct_ms(self.fwd, 25),
+            "forward_ms_p75": _pct_ms(self.fwd, 75),
+            "postprocess_ms_batch1": p,
+            "model_ms_per_image_batch1": _median_ms(total),
+            "timings": len(self.fwd),
+            "images_per_s_by_batch": throughput,
+            "best_batch": int(best) if best else None,
+            "best_images_per_s": throughput[best] if best else None,
+        }
+
+
+def bench_device(model: LoadedModel, images: Sequence[np.ndarray], device: torch.device, batch_sizes: Sequence[int], warmup: int = 2) -> dict[str, Any]:
+    """Torch times on one device (CUDA): forward and decoding at batch 1, images/s by batch."""
     pred = Predictor(model, device)
     pre = [pred.preprocess(im) for im in images]
-    pre_ms = _median_ms([_timed(lambda im=im: pred.preprocess(im), torch.device("cpu")) for im in images])
-    fwd, post, outs = [], [], []
-    for i, (x, lb) in enumerate(pre * 1):
+    fwd, post = [], []
+    for i, (x, lb) in enumerate(pre):
         box: dict = {}
         for _ in range(warmup if i == 0 else 0):
             pred.forward(x[None])
         fwd.append(_timed(lambda x=x: box.__setitem__("y", pred.forward(x[None])), device))
-        post.append(_timed(lambda lb=lb: box.__setitem__("p", pred.decode(box["y"], [lb])), torch.device("cpu")))
-        outs.append(box["p"][0])
-    overlay = []
-    for im, p in zip(images, outs):
-        row = measurement_row(Measured("x.png", im, p, 0.1, "ok", ""))
-        overlay.append(_timed(lambda im=im, p=p, row=row: draw_overlay(im, p, row), torch.device("cpu")))
+        post.append(_timed(lambda lb=lb: pred.decode(box["y"], [lb]), torch.device("cpu")))
     throughput = {}
     for bs in batch_sizes:
         reps = max(1, len(pre) // bs)
         xb = torch.stack([pre[i % len(pre)][0] for i in range(bs)])
         lbs = [pre[i % len(pre)][1] for i in range(bs)]
-        pred.decode(pred.forward(xb), lbs)  # warm-up at this shape
+        pred.decode(pred.forward(xb), lbs)
         secs = [_timed(lambda: pred.decode(pred.forward(xb), lbs), device) for _ in range(reps)]
         throughput[str(bs)] = round(bs / float(np.median(secs)), 2)
     best = max(throughput, key=throughput.get)
-    # training step
-    task = model.tasks[0]
-    net = task.model.train()
+    forward_ms, post_ms = _median_ms(fwd), _median_ms(post)
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
+        "forward_ms_batch1": forward_ms,
+        "postprocess_ms_batch1": post_ms,
+        "model_ms_per_image_batch1": round(forward_ms + post_ms, 3),
+        "images_per_s_by_batch": throughput,
+        "best_batch": int(best),
+        "best_images_per_s": throughput[best],
+    }
+
+
+def train_images_per_s(model: LoadedModel, images: Sequence[np.ndarray], steps: int = 5) -> float:
+    """Forward + backward + AdamW step on batches of 8 (torch, CPU), images per second."""
+    import copy
+
+    pred = Predictor(model, "cpu", backend=object())  # its preprocessing only
+    xb = torch.stack([pred.preprocess(images[i % len(images)])[0] for i in range(8)])
+    net = copy.deepcopy(model.tasks[0].model).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    xb = torch.stack([pre[i % len(pre)][0] for i in range(8)]).to(device)
 
     def step() -> None:
         out = net(xb)
@@ -81,50 +132,131 @@ def bench_device(model: LoadedModel, images: Sequence[np.ndarray], device: torch
         opt.step()
 
     step()
-    train = [_timed(step, device) for _ in range(train_steps)]
-    net.eval()
-    forward_ms, post_ms = _median_ms(fwd), _median_ms(post)
-    return {
-        "device": device.type if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "threads": torch.get_num_threads() if device.type == "cpu" else None,
-        "forward_ms_batch1": forward_ms,
-        "postprocess_ms_batch1": post_ms,
-        "model_ms_per_image_batch1": round(forward_ms + post_ms, 3),
-        "preprocess_ms": pre_ms,
-        "overlay_ms": _median_ms(overlay),
-        "images_per_s_by_batch": throughput,
-        "best_batch": int(best),
-        "best_images_per_s": throughput[best],
-        "train_images_per_s_batch8": round(8 / float(np.median(train)), 2),
-    }
+    secs = [_timed(step, torch.device("cpu")) for _ in range(steps)]
+    return round(8 / float(np.median(secs)), 2)
 
 
-def run_bench(model: LoadedModel, paths: Sequence[Path], threads: int, batch_sizes: Sequence[int], cuda: bool) -> dict[str, Any]:
-    """Everything ``metrics/bench.json`` holds."""
-    decode = []
-    images = []
+def run_bench(
+    models: Sequence[Path],
+    paths: Sequence[Path],
+    threads: int,
+    batch_sizes: Sequence[int],
+    cuda: bool,
+    runtime: str = "both",
+    rounds: int = 3,
+    train: bool = True,
+    warmup: int = 2,
+    on_note: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Everything ``metrics/bench.json`` holds (see the module docstring)."""
+    from fetalbio.inference.onnx_form import onnx_paths
+    from fetalbio.inference.runtime import open_predictor
+
+    if runtime not in RUNTIME_CHOICES:
+        raise ValueError(f"--runtime must be one of {', '.join(RUNTIME_CHOICES)}, got {runtime!r}")
+    decode, images = [], []
     for p in paths:
         box: dict = {}
         decode.append(_timed(lambda p=p: box.__setitem__("im", read_gray8(Path(p)).pixels), torch.device("cpu")))
         images.append(box["im"])
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
+    cpu = torch.device("cpu")
     try:
-        cpu = bench_device(model, images, torch.device("cpu"), batch_sizes)
+        entries: list[Entry] = []
+        per_model: list[dict[str, Any]] = []
+        for m in models:
+            m = Path(m)
+            graph, manifest = onnx_paths(m)
+            has_onnx = graph.exists() or manifest.exists()
+            wanted = ["torch", "onnx"] if runtime == "both" else [runtime]
+            if m.name.endswith((".onnx", ".onnx.json")):
+                wanted = [r for r in wanted if r == "onnx"] or ["onnx"]
+            row: dict[str, Any] = {"model": str(m), "notes": []}
+            mine = []
+            for rt in wanted:
+                if rt == "onnx" and not has_onnx and runtime == "both":
+                    row["notes"].append(f"no ONNX form ({graph.name}): torch only")
+                    continue
+                pred, _ = open_predictor(m, rt, cpu, threads)
+                mine.append(Entry(str(m), rt, pred))
+            lm = mine[0].predictor.model
+            stage_meta = lm.meta.get("stages", [{}])
+            row.update({
+                "method": lm.method,
+                "family": lm.family,
+                "n_networks": int(stage_meta[0].get("members", len(lm.tasks))) if mine[0].runtime == "onnx" else len(lm.tasks),
+                "n_parameters": n_parameters(lm.tasks[0].model.state_dict()),
+                "input_size": list(lm.input_size),
+                "stages": [st.get("role") for st in stage_meta] if stage_meta else ["coarse"],
+            })
+            pre = [mine[0].predictor.preprocess(im) for im in images]
+            row["preprocess_ms"] = _median_ms([_timed(lambda im=im: mine[0].predictor.preprocess(im), cpu) for im in images])
+            for e in mine:
+                e.pre = pre
+            torch_entry = next((e for e in mine if e.runtime == "torch"), None)
+            if train and torch_entry is not None:
+                row["train_images_per_s_batch8"] = train_images_per_s(torch_entry.predictor.model, images)
+            outs = [e.predictor.decode(e.predictor.forward(x[None]), [lb])[0] for e in mine[:1] for x, lb in pre]
+            overlay = []
+            for im, p in zip(images, outs):
+                r = measurement_row(Measured("x.png", im, p, 0.1, "ok", ""))
+                overlay.append(_timed(lambda im=im, p=p, r=r: draw_overlay(im, p, r), cpu))
+            row["overlay_ms"] = _median_ms(overlay)
+            row["cuda"] = (bench_device(torch_entry.predictor.model, images, torch.device("cuda"), batch_sizes)
+                           if cuda and torch.cuda.is_available() and torch_entry is not None else None)
+            entries.extend(mine)
+            per_model.append(row)
+        for e in entries:  # warm-up
+            for x, lb in e.pre[:warmup]:
+                e.predictor.decode(e.predictor.forward(x[None]), [lb])
+        n = len(entries)
+        for r in range(rounds):
+            for k in range(len(images)):
+                shift = (r + k) % n
+                for e in entries[shift:] + entries[:shift]:
+                    x, lb = e.pre[k]
+                    box: dict = {}
+                    e.fwd.append(_timed(lambda: box.__setitem__("y", e.predictor.forward(x[None])), cpu))
+                    e.post.append(_timed(lambda: e.predictor.decode(box["y"], [lb]), cpu))
+        for bs in batch_sizes:
+            batches = {}
+            for e in entries:
+                xb = torch.stack([e.pre[i % len(images)][0] for i in range(bs)])
+                lbs = [e.pre[i % len(images)][1] for i in range(bs)]
+                e.predictor.decode(e.predictor.forward(xb), lbs)  # warm-up at this shape
+                batches[id(e)] = (xb, lbs)
+            reps = max(2, len(images) // bs) * rounds
+            for rep in range(reps):
+                shift = rep % n
+                for e in entries[shift:] + entries[:shift]:
+                    xb, lbs = batches[id(e)]
+                    e.batch.setdefault(bs, []).append(_timed(lambda: e.predictor.decode(e.predictor.forward(xb), lbs), cpu))
     finally:
         torch.set_num_threads(prev)
-    gpu = bench_device(model, images, torch.device("cuda"), batch_sizes) if cuda and torch.cuda.is_available() else None
+    for row in per_model:
+        rts = {e.runtime: e.figures() for e in entries if e.model == row["model"]}
+        row["runtimes"] = rts
+        if "torch" in rts and "onnx" in rts:
+            t, o = rts["torch"], rts["onnx"]
+            row["onnx_over_torch"] = {
+                "forward_ms_batch1": round(o["forward_ms_batch1"] / t["forward_ms_batch1"], 3),
+                "model_ms_per_image_batch1": round(o["model_ms_per_image_batch1"] / t["model_ms_per_image_batch1"], 3),
+                "ms_per_image_at_best_batch": round(t["best_images_per_s"] / o["best_images_per_s"], 3),
+            }
+        if on_note is not None:
+            for note in row["notes"]:
+                on_note(f"{row['model']}: {note}")
+    import onnxruntime as ort
+
     return {
-        "model": model.variant,
-        "family": model.family,
-        "n_networks": len(model.tasks),
-        "n_parameters": n_parameters(model.tasks[0].model.state_dict()),
-        "input_size": list(model.input_size),
+        "threads": threads,
+        "rounds": rounds,
         "n_images": len(images),
         "image_sizes": sorted({f"{im.shape[1]}x{im.shape[0]}" for im in images}),
         "image_decode_ms": _median_ms(decode),
-        "cpu": cpu,
-        "cuda": gpu,
+        "models": per_model,
         "torch": torch.__version__,
+        "onnxruntime": ort.__version__,
         "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
     }

@@ -187,19 +187,22 @@ def load_failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first[:200]}"
 
 
-def _load_stage(path: Path, st: dict[str, Any], device: torch.device | str) -> LoadedStage:
+def _load_stage(path: Path, st: dict[str, Any], device: torch.device | str, weights: bool = True) -> LoadedStage:
+    """One stage rebuilt: a task per state dict (``weights=False``: one task, for decoding only,
+    its network left as initialised -- the networks run elsewhere, e.g. in ONNX Runtime)."""
     variant, role = st["variant"], st["role"]
     vcfg = from_dict(VariantConfig, st["variant_cfg"], f"{path}: {role} variant_cfg")
     tcfg = from_dict(TrainConfig, st["train_cfg"], f"{path}: {role} train_cfg")
     if (get_variant(variant).family == "refine") != (role == "refine"):
         raise ValueError(f"{path}: the {role} stage holds variant {variant!r}")
     tasks = []
-    for i, sd in enumerate(st["state_dicts"]):
+    for i, sd in enumerate(st["state_dicts"] if weights else [None]):
         task = build_task(variant, vcfg, tcfg)
-        try:
-            task.model.load_state_dict(sd)
-        except RuntimeError as exc:
-            raise ValueError(f"{path}: {role} state dict {i} does not fit variant {variant!r}: {str(exc).splitlines()[0]}") from None
+        if sd is not None:
+            try:
+                task.model.load_state_dict(sd)
+            except RuntimeError as exc:
+                raise ValueError(f"{path}: {role} state dict {i} does not fit variant {variant!r}: {str(exc).splitlines()[0]}") from None
         task.set_calibration(st["calibration"])
         task.model.to(device).eval()
         tasks.append(task)
@@ -208,8 +211,14 @@ def _load_stage(path: Path, st: dict[str, Any], device: torch.device | str) -> L
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
     """Rebuild the network(s) of a model file for inference (eval mode, on ``device``)."""
-    raw = read_model_file(path)
-    stages = [_load_stage(Path(path), st, device) for st in raw["stages"]]
+    return model_from_raw(Path(path), read_model_file(path), device)
+
+
+def model_from_raw(path: Path, raw: dict[str, Any], device: torch.device | str = "cpu", weights: bool = True) -> LoadedModel:
+    """A :class:`LoadedModel` from checked model-file content (:func:`read_model_file`);
+    ``weights=False``: from a description without ``state_dicts`` (the ONNX manifest), for
+    preprocessing, decoding and flags only (one task per stage, untrained networks)."""
+    stages = [_load_stage(path, st, device, weights) for st in raw["stages"]]
     coarse = stages[0]
     meta = {k: v for k, v in raw.items() if k != "stages"}
     meta["stages"] = [{k: v for k, v in st.items() if k != "state_dicts"} for st in raw["stages"]]

@@ -48,53 +48,77 @@ class Measured:
     reason: str
 
 
-class Predictor:
-    """Preprocess like training (letterbox + normalisation), run the network(s), decode."""
+class TorchBackend:
+    """The predictor's forward in torch: channels-last inference copies of the networks (on 2
+    CPU threads the shipped 192x128 DeepLabV3+ forward takes ~11.5 ms instead of ~14.5 ms,
+    README "Results on the full dataset"), each stage's members averaged."""
+
+    name = "torch"
 
     def __init__(self, model: LoadedModel, device: torch.device | str = "cpu") -> None:
+        self.device = torch.device(device)
+        self.nets = [copy.deepcopy(t.model).eval().to(self.device, memory_format=torch.channels_last) for t in model.tasks]
+        refine = getattr(model, "refine", None)
+        self.refine_nets = [copy.deepcopy(t.model).eval().to(self.device, memory_format=torch.channels_last) for t in refine.tasks] if refine else []
+
+    @torch.inference_mode()
+    def forward(self, role: str, batch: torch.Tensor):
+        x = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        return average_outputs([net(x) for net in (self.nets if role == "coarse" else self.refine_nets)])
+
+
+class Predictor:
+    """Preprocess like training (letterbox + normalisation), run the network(s), decode.
+
+    ``backend``: what runs the networks, an object with ``forward(role, batch)`` (``role``
+    ``coarse`` or ``refine``; a normalised float32 ``(B, 1, H, W)`` torch batch in, the raw
+    output(s) as torch tensors out, ensemble-averaged) -- :class:`TorchBackend` (default) or
+    :class:`~fetalbio.inference.onnx_form.OnnxBackend`. Flags, refinement, decoding and
+    overlays are the same whichever runs them.
+    """
+
+    def __init__(self, model: LoadedModel, device: torch.device | str = "cpu", backend=None) -> None:
         self.model = model
         self.device = torch.device(device)
-        # channels-last copies for inference: on 2 CPU threads the shipped 192x128 DeepLabV3+
-        # forward takes ~11.5 ms instead of ~14.5 ms (README "Results on the full dataset")
-        self.nets = [copy.deepcopy(t.model).eval().to(self.device, memory_format=torch.channels_last) for t in model.tasks]
+        self.backend = backend if backend is not None else TorchBackend(model, self.device)
         tri = model.meta.get("triage")
         self.triage = Triage.from_dict(tri) if tri else None
-        self.refine_nets = [copy.deepcopy(t.model).eval().to(self.device, memory_format=torch.channels_last) for t in model.refine.tasks] if model.refine else []
+
+    @property
+    def runtime(self) -> str:
+        return self.backend.name
 
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, Letterbox]:
         lb = Letterbox.fit((image.shape[1], image.shape[0]), self.model.input_size)
         x = normalize(lb.apply(image), self.model.train_cfg.normalize)
         return torch.from_numpy(x[None]), lb
 
-    @torch.inference_mode()
     def forward(self, batch: torch.Tensor):
         """Raw network output(s) of a preprocessed ``(B, 1, H, W)`` batch, ensemble-averaged."""
-        x = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        return average_outputs([net(x) for net in self.nets])
+        return self.backend.forward("coarse", batch)
 
     def decode(self, output, letterboxes: list[Letterbox]) -> list[ImagePrediction]:
         return self.model.tasks[0].decode(output, letterboxes)
 
-    @torch.inference_mode()
     def forward_refine(self, batch: torch.Tensor):
         """Raw refinement output(s) of a batch of normalised head crops, ensemble-averaged."""
-        x = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        return average_outputs([net(x) for net in self.refine_nets])
+        return self.backend.forward("refine", batch)
 
-    def predict_coarse(self, images: Sequence[np.ndarray]) -> list[ImagePrediction]:
-        """The first stage's predictions alone."""
+    def predict_coarse(self, images: Sequence[np.ndarray], pre: Sequence[tuple[torch.Tensor, Letterbox]] | None = None) -> list[ImagePrediction]:
+        """The first stage's predictions alone (``pre``: the images' :meth:`preprocess`, when
+        already done)."""
         if not images:
             return []
-        xs, lbs = zip(*(self.preprocess(im) for im in images))
+        xs, lbs = zip(*(pre if pre is not None else [self.preprocess(im) for im in images]))
         return self.decode(self.forward(torch.stack(xs)), list(lbs))
 
-    def predict_arrays(self, images: Sequence[np.ndarray]) -> list[ImagePrediction]:
+    def predict_arrays(self, images: Sequence[np.ndarray], pre: Sequence[tuple[torch.Tensor, Letterbox]] | None = None) -> list[ImagePrediction]:
         """Predictions in original-image pixels for ``(H, W)`` uint8 images (any sizes): the
         first stage, then the refinement stage when the model has one."""
-        coarse = self.predict_coarse(images)
+        coarse = self.predict_coarse(images, pre)
         if self.model.refine is None or not coarse:
             return coarse
-        return self.model.refine.tasks[0].refine(self.refine_nets, images, coarse, forward=self.forward_refine)
+        return self.model.refine.tasks[0].refine([], images, coarse, forward=self.forward_refine)
 
     def flag(self, p: ImagePrediction, size: tuple[int, int] | None = None, image: np.ndarray | None = None, pixel_size_mm: float = math.nan) -> tuple[str, str]:
         """``failed``: no measurement, or a degenerate one (a diameter under
@@ -145,32 +169,60 @@ class Predictor:
         batch_size: int = 8,
         on_result: Callable[[Measured], None] | None = None,
         progress: bool = False,
+        read_threads: int = 2,
     ) -> pd.DataFrame:
-        """Measure every image; one row per image in the order given (see :data:`PREDICT_COLUMNS`)."""
+        """Measure every image; one row per image in the order given (see :data:`PREDICT_COLUMNS`).
+
+        ``read_threads`` threads read (decode) and preprocess the next images while the
+        networks run (cv2 releases the GIL), at most two batches ahead; 0 reads in line."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from tqdm import tqdm
 
+        def load(path: Path) -> tuple[np.ndarray | None, str, tuple | None]:
+            try:
+                im = read_gray8(Path(path)).pixels
+            except (ImageReadError, OSError) as exc:
+                return None, f"unreadable: {exc}", None
+            return im, "", self.preprocess(im)
+
+        items = list(zip(paths, names))
+        ahead = 2 * batch_size
         rows: list[dict] = []
-        bar = tqdm(total=len(paths), desc="predict", unit="img", disable=not progress, mininterval=1.0)
-        for start in range(0, len(paths), batch_size):
-            chunk = list(zip(paths[start : start + batch_size], names[start : start + batch_size]))
-            loaded: list[tuple[str, np.ndarray | None, str]] = []
-            for path, name in chunk:
-                try:
-                    loaded.append((name, read_gray8(Path(path)).pixels, ""))
-                except (ImageReadError, OSError) as exc:
-                    loaded.append((name, None, f"unreadable: {exc}"))
-            good = [im for _, im, _ in loaded if im is not None]
-            preds = iter(self.predict_arrays(good))
-            for name, im, err in loaded:
-                pred = next(preds) if im is not None else None
-                px = float(spacing(name))
-                flag, reason = ("failed", err) if pred is None else self.flag(pred, (im.shape[1], im.shape[0]), im, px)
-                m = Measured(name, im, pred, px, flag, reason)
-                rows.append(measurement_row(m))
-                if on_result is not None:
-                    on_result(m)
-            bar.update(len(chunk))
-        bar.close()
+        bar = tqdm(total=len(items), desc="predict", unit="img", disable=not progress, mininterval=1.0)
+        pool = ThreadPoolExecutor(max_workers=read_threads, thread_name_prefix="fetalbio-read") if read_threads > 0 else None
+        pending: dict[int, object] = {}
+
+        def submit_upto(end: int) -> None:
+            if pool is None:
+                return
+            for i in range(min(end, len(items))):
+                if i not in pending and i >= done:
+                    pending[i] = pool.submit(load, items[i][0])
+
+        done = 0
+        try:
+            submit_upto(ahead)
+            for start in range(0, len(items), batch_size):
+                chunk = range(start, min(start + batch_size, len(items)))
+                loaded = [(items[i][1], *(pending.pop(i).result() if pool is not None else load(items[i][0]))) for i in chunk]
+                done = chunk.stop
+                submit_upto(done + ahead)
+                good = [(im, pre) for _, im, _, pre in loaded if im is not None]
+                preds = iter(self.predict_arrays([im for im, _ in good], [pre for _, pre in good]))
+                for name, im, err, _ in loaded:
+                    pred = next(preds) if im is not None else None
+                    px = float(spacing(name))
+                    flag, reason = ("failed", err) if pred is None else self.flag(pred, (im.shape[1], im.shape[0]), im, px)
+                    m = Measured(name, im, pred, px, flag, reason)
+                    rows.append(measurement_row(m))
+                    if on_result is not None:
+                        on_result(m)
+                bar.update(len(chunk))
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            bar.close()
         return pd.DataFrame(rows, columns=PREDICT_COLUMNS)
 
 
