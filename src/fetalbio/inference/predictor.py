@@ -81,7 +81,7 @@ class Predictor:
         self.model = model
         self.device = torch.device(device)
         self.backend = backend if backend is not None else TorchBackend(model, self.device)
-        tri = model.meta.get("triage")
+        tri = getattr(model, "meta", {}).get("triage")
         self.triage = Triage.from_dict(tri) if tri else None
 
     @property
