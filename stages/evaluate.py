@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import pandas as pd
 import typer
 
 from fetalbio.config import ConfigError, EvaluateConfig, load_section
@@ -48,7 +49,7 @@ def main(
     write_csv(plots_dir / "ced.csv", ev.ced)
     write_csv(plots_dir / "bland_altman.csv", ev.bland_altman)
     write_csv(plots_dir / "risk_coverage.csv", ev.risk_coverage)
-    if ev.interval_coverage is not None:
-        write_csv(plots_dir / "interval_coverage.csv", ev.interval_coverage)
+    # a declared plot: written even without triage (header only) so that the stage's outputs exist
+    write_csv(plots_dir / "interval_coverage.csv", ev.interval_coverage if ev.interval_coverage is not None else pd.DataFrame(columns=["hc_tercile", "coverage", "n"]))
     hc = ev.summary["measurements_vs_sonographer"]["hc"]
     typer.echo(f"evaluate {variant}: {ev.summary['n_images']} images, HC MAE {hc['mae']} mm, MRE {ev.summary['landmarks_vs_clean_labels']['mre_mm']} mm -> {metrics}")

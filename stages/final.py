@@ -58,6 +58,9 @@ def main(
         return vcfg, merged_train_config(common, vcfg, f"variants.{name}")
 
     vcfg, tcfg = configs(variant)
+    logs.mkdir(parents=True, exist_ok=True)  # a declared output, also when nothing is refit (source: folds)
+    (logs / "README.txt").write_text("dvclive logs of the networks the final stage refit on all cleaned rows, one folder each "
+                                     "(none with final.source: folds).\n", encoding="utf-8")
     clean = read_clean(labels)
     data_root = str(get_key(raw, "data.root", str(params)))
     summary = export_final(clean, images_root, models_dir, cmp, variant, vcfg, tcfg, read_seed(params),

@@ -156,7 +156,8 @@ def refine_heldout(clean: pd.DataFrame, table_dir: Path, coarse_dir: Path, refin
             "n_images": len(preds),
             "n_refined": int(sum("coarse_ellipse" in p.extra for p in preds)),
             "n_kept_coarse": len(kept),
-            "kept_reasons": pd.Series([k or "coarse failed" for k in kept], dtype=object).value_counts().to_dict() if kept else {},
+            # counted by kind (the rows' own reasons keep the numbers)
+            "kept_reasons": pd.Series([(k or "coarse failed").split(" (")[0] for k in kept], dtype=object).value_counts().to_dict() if kept else {},
             "passes": task.passes,
             "calibration": {"edge_offset_px": task.edge_offset_px, "edge_offset_per_crop_px": task.edge_offset_per_crop_px},
             "coarse_ellipse_errors": _spread(errs),

@@ -241,7 +241,10 @@ def fit_triage(per_image: pd.DataFrame):
     if not set(cols) <= set(per_image.columns):
         return None
     feats = per_image[cols].rename(columns=lambda c: c[len("sig_"):])
-    return Triage.fit(feats, per_image["hc_abs_err_mm"].to_numpy(dtype=np.float64))
+    try:
+        return Triage.fit(feats, per_image["hc_abs_err_mm"].to_numpy(dtype=np.float64))
+    except ValueError:  # too few measured images (a tiny run): the model flags by point uncertainty
+        return None
 
 
 def _without_seconds(train_summary: dict[str, Any]) -> dict[str, Any]:

@@ -233,13 +233,17 @@ def evaluate(per_image: pd.DataFrame, family: str, sdr_thresholds_mm: list[float
     ``signals`` (:func:`triage_signals`, same row order) also the nested out-of-fold triage
     (uncertainty, 90 % interval, flag) and how well it picks out the errors."""
     pi = per_image.copy()
-    triage, interval_cov = None, None
+    triage, interval_cov, skipped = None, None, ""
     if signals is not None:
         from fetalbio.triage import nested_triage
 
         measured = (pi["status"] == "ok").to_numpy() & np.isfinite(pi["pred_hc_mm"].to_numpy())
-        tri = nested_triage(signals.reset_index(drop=True), pi["hc_abs_err_mm"].to_numpy(), pi["pred_hc_mm"].to_numpy(),
-                            pi["fold"].to_numpy(), measured).set_index(pi.index)
+        try:
+            tri = nested_triage(signals.reset_index(drop=True), pi["hc_abs_err_mm"].to_numpy(), pi["pred_hc_mm"].to_numpy(),
+                                pi["fold"].to_numpy(), measured).set_index(pi.index)
+        except ValueError as exc:  # too few measured images in some fold's complement: no triage, said so
+            signals, skipped = None, str(exc)
+    if signals is not None:
         pi["triage_uncertainty"] = tri["uncertainty"]
         pi["hc_mm_low"] = pi["pred_hc_mm"] - tri["hc_half_width_mm"]
         pi["hc_mm_high"] = pi["pred_hc_mm"] + tri["hc_half_width_mm"]
@@ -304,6 +308,8 @@ def evaluate(per_image: pd.DataFrame, family: str, sdr_thresholds_mm: list[float
     }
     if triage is not None:
         summary["triage"] = triage
+    elif skipped:
+        summary["triage"] = {"skipped": skipped}
     ced = ced_curve(e_mm, max_mm=10.0, step=0.1)
     ba = bland_altman_points(pi["pred_hc_mm"].to_numpy(), pi["ref_hc_mm"].to_numpy()).rename(columns={"mean": "mean_mm", "diff": "diff_mm"})
     ba.insert(0, "image_name", pi["image_name"].to_numpy())
