@@ -41,7 +41,7 @@ def main(
     pi = per_image_table(clean, oof, images_root, models_dir)
     signals = None
     if triage:
-        signals = triage_signals(clean, oof.set_index("image_name").loc[pi["image_name"]].reset_index(), images_root,
+        signals = triage_signals(clean, oof.set_index("image_name").loc[pi["image_name"]].reset_index(), images_root, pi["pred_hc_mm"].to_numpy(),
                                  read_oof(coarse_dir) if coarse_dir is not None else None)
     ev = evaluate(pi, output_kind(oof), list(cfg.sdr_thresholds_mm), signals)
     write_json(metrics, ev.summary)

@@ -35,6 +35,7 @@ out-of-fold row.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -206,11 +207,11 @@ class Triage:
         return pd.DataFrame({"uncertainty": u, "hc_half_width_mm": half, "flag": flags, "reason": reasons}, index=feats.index)
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("features", "mean", "scale", "coef", "intercept", "conformal_factor", "uncertain_threshold_mm", "ranges", "n_fit", "weak_ring_below")}
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Triage":
-        return cls(**{k: d[k] for k in ("features", "mean", "scale", "coef", "intercept", "conformal_factor", "uncertain_threshold_mm", "ranges", "n_fit", "weak_ring_below")})
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
 
 
 def nested_triage(feats: pd.DataFrame, abs_err_mm: np.ndarray, hc_mm: np.ndarray, folds: np.ndarray, measured: np.ndarray, **kw) -> pd.DataFrame:

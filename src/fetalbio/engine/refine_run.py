@@ -23,11 +23,10 @@ import pandas as pd
 import torch
 
 from fetalbio import POINT_COLUMNS, UNC_COLUMNS
-from fetalbio.config import TrainConfig, VariantConfig, from_dict
 from fetalbio.data.io import read_gray8
 from fetalbio.engine.run import member_checkpoints, write_heldout
 from fetalbio.engine.train import load_checkpoint
-from fetalbio.tasks import ImagePrediction, RefineTask, build_task, prediction_ellipse
+from fetalbio.tasks import ImagePrediction, RefineTask, prediction_ellipse
 from fetalbio.tasks.refine import reference_ellipse
 from fetalbio.reporting import write_json
 
@@ -35,25 +34,19 @@ READ_DTYPES = {"image_name": str, "reason": str, "mask_path": str}
 
 
 def load_refine_networks(fold_dir: Path, fold: int | None = None, device: torch.device | str = "cpu") -> tuple[RefineTask, list[torch.nn.Module]]:
-    """The refinement task (with its calibration) and network(s) of one fold folder."""
+    """The refinement task (with its calibration) and network(s) of one fold folder, rebuilt by
+    the model file's stage loader (:func:`~fetalbio.inference.model_file.load_stage`)."""
+    from fetalbio.inference.model_file import load_stage
+
     cks = [load_checkpoint(p) for p in member_checkpoints(fold_dir)]
     cfg = cks[0]["config"]
     if cfg.get("variant") != "refine":
         raise ValueError(f"{fold_dir}: holds variant {cfg.get('variant')!r}, not the refinement stage")
     if fold is not None and cfg.get("fold") != fold:
         raise ValueError(f"{fold_dir}: trained with fold {cfg.get('fold')} held out, asked to refine fold {fold}")
-    vcfg = from_dict(VariantConfig, cfg["variant_cfg"], f"{fold_dir}: variant_cfg")
-    tcfg = from_dict(TrainConfig, cfg["train_cfg"], f"{fold_dir}: train_cfg")
-    nets = []
-    task = None
-    for ck in cks:
-        t = build_task("refine", vcfg, tcfg)
-        t.model.load_state_dict(ck["state_dict"])
-        t.model.to(device).eval()
-        nets.append(t.model)
-        task = task or t
-    task.set_calibration(cfg.get("calibration") or {})
-    return task, nets  # type: ignore[return-value]
+    stage = load_stage(Path(fold_dir), {"role": "refine", "variant": "refine", "variant_cfg": cfg["variant_cfg"], "train_cfg": cfg["train_cfg"],
+                                        "state_dicts": [ck["state_dict"] for ck in cks], "calibration": cfg.get("calibration") or {}}, device)
+    return stage.tasks[0], [t.model for t in stage.tasks]
 
 
 def coarse_prediction(row: pd.Series, mask_file: Path | None) -> ImagePrediction:

@@ -187,7 +187,7 @@ def load_failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first[:200]}"
 
 
-def _load_stage(path: Path, st: dict[str, Any], device: torch.device | str, weights: bool = True) -> LoadedStage:
+def load_stage(path: Path, st: dict[str, Any], device: torch.device | str, weights: bool = True) -> LoadedStage:
     """One stage rebuilt: a task per state dict (``weights=False``: one task, for decoding only,
     its network left as initialised -- the networks run elsewhere, e.g. in ONNX Runtime)."""
     variant, role = st["variant"], st["role"]
@@ -218,7 +218,7 @@ def model_from_raw(path: Path, raw: dict[str, Any], device: torch.device | str =
     """A :class:`LoadedModel` from checked model-file content (:func:`read_model_file`);
     ``weights=False``: from a description without ``state_dicts`` (the ONNX manifest), for
     preprocessing, decoding and flags only (one task per stage, untrained networks)."""
-    stages = [_load_stage(path, st, device, weights) for st in raw["stages"]]
+    stages = [load_stage(path, st, device, weights) for st in raw["stages"]]
     coarse = stages[0]
     meta = {k: v for k, v in raw.items() if k != "stages"}
     meta["stages"] = [{k: v for k, v in st.items() if k != "state_dicts"} for st in raw["stages"]]

@@ -61,28 +61,23 @@ class Evaluation:
     interval_coverage: pd.DataFrame | None = None
 
 
-def triage_signals(clean: pd.DataFrame, oof: pd.DataFrame, images_root: Path, coarse_oof: pd.DataFrame | None = None) -> pd.DataFrame:
+def triage_signals(clean: pd.DataFrame, oof: pd.DataFrame, images_root: Path, hc_mm: np.ndarray, coarse_oof: pd.DataFrame | None = None) -> pd.DataFrame:
     """The triage signals (:func:`fetalbio.triage.triage_features`) of every held-out image, in
-    ``oof``'s order, from the image, the predicted ellipse and (for a refined method) the first
-    stage's ellipse: the same signals ``fetalbio predict`` computes."""
+    ``oof``'s order, from the image, the predicted ellipse, its HC (``hc_mm``, same order) and
+    (for a refined method) the first stage's ellipse: the same signals ``fetalbio predict`` computes."""
     from fetalbio.data.io import read_gray8
-    from fetalbio.metrics.biometry import diameters_px as _diam
     from fetalbio.triage import triage_features
 
     paths = clean.set_index("image_name")["image_path"]
-    spacing = clean.set_index("image_name")["pixel_size_mm"]
     coarse_pts = coarse_oof.set_index("image_name")[list(POINT_COLUMNS)] if coarse_oof is not None else None
     rows = []
-    for _, r in oof.iterrows():
+    for (_, r), hc in zip(oof.iterrows(), np.asarray(hc_mm, dtype=np.float64)):
         img = read_gray8(Path(images_root) / paths[r["image_name"]]).pixels
         pts = r[list(POINT_COLUMNS)].to_numpy(dtype=np.float64).reshape(4, 2)
         e = _ellipse_or_none(pts) if r["status"] == "ok" else None
         c = _ellipse_or_none(coarse_pts.loc[r["image_name"]].to_numpy(dtype=np.float64).reshape(4, 2)) if coarse_pts is not None else None
         unc = r[UNC_COLUMNS].to_numpy(dtype=np.float64)
-        px = float(spacing[r["image_name"]])
-        ofd, bpd = (float(v[0]) for v in _diam(pts[None]))
-        hc = float(ramanujan_hc(ofd * px, bpd * px))
-        rows.append(triage_features(img, e, c, float(r.get("fit_residual_px", np.nan)), float(np.nanmean(unc)) if np.isfinite(unc).any() else np.nan, hc))
+        rows.append(triage_features(img, e, c, float(r.get("fit_residual_px", np.nan)), float(np.nanmean(unc)) if np.isfinite(unc).any() else np.nan, float(hc)))
     return pd.DataFrame(rows)
 
 

@@ -44,7 +44,7 @@ from fetalbio.geometry.crop import CropJitter, HeadCrop, crop_problem
 from fetalbio.geometry.ellipse import Ellipse, ellipse_endpoints, transform_ellipse
 from fetalbio.geometry.masks import mask_to_ellipse, perimeter_offset_px
 from fetalbio.tasks.base import ImagePrediction, Sample, average_outputs, prediction_ellipse
-from fetalbio.tasks.segmentation import CALIBRATION_ROWS, SegmentationTask
+from fetalbio.tasks.segmentation import SegmentationTask, calibration_rows
 from fetalbio.variants import VariantSpec
 
 # combine: "mean" reports the mean of the first stage's and the refined ellipse (two partly
@@ -100,10 +100,7 @@ class RefineTask(SegmentationTask):
         if self.edge_offset_setting != "auto":
             self.edge_offset_px, self.edge_offset_per_crop_px = float(self.edge_offset_setting), 0.0
             return {"edge_offset_px": self.edge_offset_px, "edge_offset_per_crop_px": 0.0, "edge_offset_n": 0}
-        usable = rows[(rows["mask_path"].fillna("") != "") & (rows["hc_mm"] > 0) & (rows["pixel_size_mm"] > 0)]
-        usable = usable.sort_values("image_name").reset_index(drop=True)
-        if len(usable) > CALIBRATION_ROWS:
-            usable = usable.iloc[np.linspace(0, len(usable) - 1, CALIBRATION_ROWS).round().astype(int)]
+        usable = calibration_rows(rows)
         inv_k, offs, hcs = [], [], []
         for r in usable.itertuples(index=False):
             m = cv2.imread(str(Path(table_dir) / r.mask_path), cv2.IMREAD_GRAYSCALE)

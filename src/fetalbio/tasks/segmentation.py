@@ -42,6 +42,17 @@ DEFAULT_INLIER_BAND_INPUT_PX = 3.0
 CALIBRATION_ROWS = 100
 
 
+def calibration_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The training rows an edge calibration measures: those with a mask, a reference HC and a
+    pixel size, sorted by name, at most :data:`CALIBRATION_ROWS` of them evenly spaced
+    (deterministic)."""
+    usable = rows[(rows["mask_path"].fillna("") != "") & (rows["hc_mm"] > 0) & (rows["pixel_size_mm"] > 0)]
+    usable = usable.sort_values("image_name").reset_index(drop=True)
+    if len(usable) > CALIBRATION_ROWS:
+        usable = usable.iloc[np.linspace(0, len(usable) - 1, CALIBRATION_ROWS).round().astype(int)]
+    return usable
+
+
 class SegmentationTask(Task):
     family = "segmentation"
     needs_mask = True
@@ -90,10 +101,7 @@ class SegmentationTask(Task):
         a reference HC; at most 100 of them); otherwise the configured value."""
         n = 0
         if self.edge_offset_setting == "auto" and self.mask_source == "sonographer":
-            usable = rows[(rows["mask_path"].fillna("") != "") & (rows["hc_mm"] > 0) & (rows["pixel_size_mm"] > 0)]
-            usable = usable.sort_values("image_name").reset_index(drop=True)
-            if len(usable) > CALIBRATION_ROWS:  # evenly spaced, deterministic
-                usable = usable.iloc[np.linspace(0, len(usable) - 1, CALIBRATION_ROWS).round().astype(int)]
+            usable = calibration_rows(rows)
             pairs = []
             for r in usable.itertuples(index=False):
                 m = cv2.imread(str(Path(table_dir) / r.mask_path), cv2.IMREAD_GRAYSCALE)
