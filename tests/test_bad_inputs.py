@@ -375,11 +375,11 @@ def fold_outputs(tmp_path: Path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("make,msg", [
-    (_plain_list, "not a fetalbio checkpoint (expected a dict with 'state_dict' and 'config')"),
-    (_bare_state_dict, "not a fetalbio checkpoint (expected a dict with 'state_dict' and 'config')"),
-    (_code_object, "not a loadable fetalbio checkpoint ("),
-    (_ordered_dict_subclass, "not a loadable fetalbio checkpoint ("),
-    (_random_bytes, "not a loadable fetalbio checkpoint ("),
+    (_plain_list, "not a fetalbio model file (no 'format: fetalbio-model')"),
+    (_bare_state_dict, "not a fetalbio model file (no 'format: fetalbio-model')"),
+    (_code_object, "not a loadable fetalbio model file ("),
+    (_ordered_dict_subclass, "not a loadable fetalbio model file ("),
+    (_random_bytes, "not a loadable fetalbio model file ("),
 ], ids=BAD_IDS[:5])
 def test_fold_checkpoint_that_is_not_a_state_dict_is_refused_by_final(tmp_path: Path, fold_outputs: dict, make, msg: str) -> None:
     ckpt = fold_outputs["checkpoint"]
@@ -390,7 +390,7 @@ def test_fold_checkpoint_that_is_not_a_state_dict_is_refused_by_final(tmp_path: 
     assert f"error: {ckpt}: {msg}" in out
     assert "weights_only=False" not in out  # torch's advice to unpickle anyway is not passed on
     assert not (tmp_path / "release.pt").exists()
-    assert not (ckpt.parent / MARKER).exists()  # engine.train.load_checkpoint uses weights_only=True
+    assert not (ckpt.parent / MARKER).exists()  # read_model_file uses weights_only=True
 
 
 def test_clean_table_missing_a_column_named_by_final(tmp_path: Path, fold_outputs: dict) -> None:

@@ -80,6 +80,22 @@ def test_prediction_only_items_have_no_targets(synth_clean, tiny_arch) -> None:
     assert set(ds[0]) == {"image", "weight", "index"}
 
 
+@pytest.mark.parametrize("method", ["zscore", "median_clahe"])
+def test_evaluation_items_are_the_predictors_preprocessing(method: str, synth_clean, tiny_arch) -> None:
+    """One preprocessing: the dataset's evaluation input is network_input(), which the
+    Predictor and the refinement stage call too, for every normalisation."""
+    from fetalbio.data.transforms import Letterbox, network_input
+    from fetalbio.io import read_gray8
+
+    clean, d = synth_clean
+    tcfg = _tcfg(normalize=method)
+    ds = BiometryDataset(clean.iloc[:3], d, build_task("seg_unet", VariantConfig(arch=tiny_arch("unet")), tcfg), tcfg, train=False, with_targets=False)
+    for i in range(3):
+        raw = read_gray8(d / clean.iloc[i]["image_path"]).pixels
+        lb = Letterbox.fit((raw.shape[1], raw.shape[0]), (W_IN, H_IN))
+        np.testing.assert_array_equal(ds[i]["image"][0].numpy(), network_input(raw, lb, method))
+
+
 def test_training_flip_moves_targets_with_the_image(synth_clean, tiny_arch) -> None:
     clean, d = synth_clean
     task = _task("hm_unet", tiny_arch)

@@ -21,9 +21,10 @@ from fetalbio.data.folds import assign_folds
 from fetalbio.engine import run as run_mod
 from fetalbio.engine import train as train_mod
 from fetalbio.engine.run import default_resume_dir, inner_split, resume_key, train_fold
-from fetalbio.engine.train import RESUME_FILE, load_checkpoint
+from fetalbio.engine.train import RESUME_FILE
 from fetalbio.reporting import write_json
 from fetalbio.reporting.evaluate import evaluate, per_image_table, read_oof
+from fold_files import fold_weights
 
 HELD = 1
 SEED = 5
@@ -87,7 +88,7 @@ def _train(ctx: dict[str, Any], variant: str, out: Path, resume_dir: Path | None
 
 
 def _weights(d: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(d / "model.pt")["state_dict"]
+    return fold_weights(d / "model.pt")
 
 
 def _assert_same_weights(a: Path, b: Path) -> None:

@@ -18,9 +18,11 @@ from fetalbio.data.folds import assign_folds
 from fetalbio.engine import run as run_mod
 from fetalbio.engine.dataset import BiometryDataset
 from fetalbio.engine.run import PREDICTION_COLUMNS, inner_split, table_hash, train_fold
-from fetalbio.engine.train import load_checkpoint, predict
+from fetalbio.engine.train import predict
 from fetalbio.geometry.points import canonicalize_batch
 from fetalbio.tasks import build_task
+from fetalbio.inference.model_file import read_model_file
+from fold_files import fold_weights
 
 HELD = 1
 SEED = 42
@@ -124,18 +126,18 @@ def test_held_out_images_are_never_trained_on(runs) -> None:
 def test_checkpoint_records_training_rows_and_reproduces_the_predictions(runs) -> None:
     r = runs["lm_a"]
     clean, folds, d = runs["clean"], runs["folds"], runs["table_dir"]
-    ckpt = load_checkpoint(r["dir"] / "model.pt")
-    cfg = ckpt["config"]
-    assert cfg["variant"] == "hm_unet" and cfg["fold"] == HELD and cfg["seed"] == SEED
-    assert cfg["best_epoch"] == r["summary"]["best_epoch"]
+    raw = read_model_file(r["dir"] / "model.pt")
+    cfg = raw["provenance"]
+    assert raw["stages"][0]["variant"] == "hm_unet" and cfg["fold"] == HELD and cfg["member_seeds"] == [SEED]
+    assert cfg["best_epochs"] == [r["summary"]["best_epoch"]]
     # the recorded training-data hash is that of the inner-train split of the other folds
     table = clean.merge(folds[["image_name", "fold"]], on="image_name")
     tr, _ = inner_split(table[table["fold"] != HELD], TCFG.inner_val_frac, SEED + HELD)
-    assert cfg["training_data_hash"] == table_hash(tr[["image_name", *POINT_COLUMNS, "weight"]])
+    assert cfg["training_data_hash"] == [table_hash(tr[["image_name", *POINT_COLUMNS, "weight"]])]
     assert not set(tr["image_name"]) & set(_held(runs)["image_name"])
     # the saved weights are the ones that produced oof.csv
     task = build_task("hm_unet", r["vcfg"], TCFG)
-    task.model.load_state_dict(ckpt["state_dict"])
+    task.model.load_state_dict(raw["stages"][0]["state_dicts"][0])
     held = table[table["fold"] == HELD].reset_index(drop=True)
     preds = predict(task, BiometryDataset(held, d, task, TCFG, train=False, with_targets=False), TCFG, torch.device("cpu"))
     oof = pd.read_csv(r["dir"] / "oof.csv", dtype={"image_name": str}).set_index("image_name")
@@ -172,8 +174,8 @@ def test_cpu_training_is_deterministic(runs) -> None:
     for k in ("train_seconds", "train_images_per_s"):
         sa.pop(k), sb.pop(k)
     assert sa == sb
-    wa = load_checkpoint(a["dir"] / "model.pt")["state_dict"]
-    wb = load_checkpoint(b["dir"] / "model.pt")["state_dict"]
+    wa = fold_weights(a["dir"] / "model.pt")
+    wb = fold_weights(b["dir"] / "model.pt")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
@@ -194,7 +196,7 @@ def test_saved_weights_are_the_best_inner_val_epoch(runs, key: str) -> None:
     r = runs[key]
     clean, folds, d = runs["clean"], runs["folds"], runs["table_dir"]
     task = build_task(r["variant"], r["vcfg"], TCFG)
-    task.model.load_state_dict(load_checkpoint(r["dir"] / "model.pt")["state_dict"])
+    task.model.load_state_dict(fold_weights(r["dir"] / "model.pt"))
     table = clean.merge(folds[["image_name", "fold"]], on="image_name")
     _, va = inner_split(table[table["fold"] != HELD], TCFG.inner_val_frac, SEED + HELD)
     val_ds = BiometryDataset(va, d, task, TCFG, train=False)

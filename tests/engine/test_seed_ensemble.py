@@ -16,10 +16,10 @@ from fetalbio import POINT_COLUMNS
 from fetalbio.config import ConfigError, TrainConfig, VariantConfig, from_dict
 from fetalbio.data.folds import assign_folds
 from fetalbio.engine.dataset import BiometryDataset
-from fetalbio.engine.run import member_checkpoints, train_fold
-from fetalbio.engine.train import load_checkpoint, predict
+from fetalbio.engine.run import train_fold
+from fetalbio.engine.train import predict
 from fetalbio.inference.export import export_final, gather_folds
-from fetalbio.inference.model_file import load_model
+from fetalbio.inference.model_file import load_model, read_model_file
 from fetalbio.reporting.model_card import model_card
 from fetalbio.tasks import build_task
 
@@ -50,8 +50,8 @@ def runs(synth_clean, tiny_arch, tmp_path_factory) -> dict[str, Any]:
     return out
 
 
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(path)["state_dict"]
+def _weights(path: Path, member: int = 0) -> dict[str, torch.Tensor]:
+    return read_model_file(path)["stages"][0]["state_dicts"][member]
 
 
 def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -60,14 +60,14 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 def test_each_member_is_the_one_seed_training(runs) -> None:
     ens = runs["ens"]["dir"]
-    assert [p.name for p in member_checkpoints(ens)] == ["model.pt", f"model_seed{OTHER}.pt"]
-    assert _same(_weights(ens / "model.pt"), _weights(runs["single_a"]["dir"] / "model.pt"))
-    assert _same(_weights(ens / f"model_seed{OTHER}.pt"), _weights(runs["single_b"]["dir"] / "model.pt"))
-    assert not _same(_weights(ens / "model.pt"), _weights(ens / f"model_seed{OTHER}.pt"))
-    assert [load_checkpoint(p)["config"]["seed"] for p in member_checkpoints(ens)] == [SEED, OTHER]
-    # a one-network fold keeps its layout
-    assert member_checkpoints(runs["single_a"]["dir"]) == [runs["single_a"]["dir"] / "model.pt"]
-    assert not list(runs["single_a"]["dir"].glob("model_seed*.pt"))
+    # one fold file holds every member, in seed order
+    assert sorted(p.name for p in ens.glob("*.pt")) == ["model.pt"]
+    raw = read_model_file(ens / "model.pt")
+    assert len(raw["stages"][0]["state_dicts"]) == 2 and raw["provenance"]["member_seeds"] == [SEED, OTHER]
+    assert _same(_weights(ens / "model.pt", 0), _weights(runs["single_a"]["dir"] / "model.pt"))
+    assert _same(_weights(ens / "model.pt", 1), _weights(runs["single_b"]["dir"] / "model.pt"))
+    assert not _same(_weights(ens / "model.pt", 0), _weights(ens / "model.pt", 1))
+    assert len(read_model_file(runs["single_a"]["dir"] / "model.pt")["stages"][0]["state_dicts"]) == 1
 
 
 def test_summary_logs_and_resume_files(runs) -> None:
@@ -76,7 +76,6 @@ def test_summary_logs_and_resume_files(runs) -> None:
     single = runs["single_a"]["summary"]
     assert s["member_seeds"] == [SEED, OTHER]
     assert [m["seed"] for m in s["members"]] == [SEED, OTHER]
-    assert [m["checkpoint"] for m in s["members"]] == ["model.pt", f"model_seed{OTHER}.pt"]
     assert s["best_epoch"] == single["best_epoch"] == s["members"][0]["best_epoch"]
     assert s["members"][1]["best_epoch"] == runs["single_b"]["summary"]["best_epoch"]
     assert s["members"][1]["n_train"] == runs["single_b"]["summary"]["n_train"]
@@ -125,8 +124,8 @@ def test_a_kill_in_the_second_member_resumes_both(runs, monkeypatch) -> None:
     assert [m["resumed_from_epoch"] for m in summary["members"]] == [TCFG.epochs, 1]
     assert not resume.exists()
     assert (out / "oof.csv").read_bytes() == (r["dir"] / "oof.csv").read_bytes()
-    for a, b in zip(member_checkpoints(out), member_checkpoints(r["dir"])):
-        assert _same(_weights(a), _weights(b))
+    for i in range(2):
+        assert _same(_weights(out / "model.pt", i), _weights(r["dir"] / "model.pt", i))
 
 
 def _held(runs) -> pd.DataFrame:
@@ -142,9 +141,9 @@ def _oof_points(path: Path, names: list[str]) -> np.ndarray:
 def test_held_out_predictions_decode_the_averaged_outputs(runs) -> None:
     r, held, d = runs["ens"], _held(runs), runs["table_dir"]
     tasks = []
-    for p in member_checkpoints(r["dir"]):
+    for i in range(2):
         t = build_task("hm_unet", r["vcfg"], TCFG)
-        t.model.load_state_dict(_weights(p))
+        t.model.load_state_dict(_weights(r["dir"] / "model.pt", i))
         tasks.append(t)
     ds = BiometryDataset(held, d, tasks[0], TCFG, train=False, with_targets=False)
     preds = predict(tasks[0], ds, TCFG, torch.device("cpu"), models=[t.model for t in tasks])
@@ -158,12 +157,12 @@ def test_held_out_predictions_decode_the_averaged_outputs(runs) -> None:
 
 def test_segmentation_members_share_the_calibration(runs) -> None:
     r = runs["seg_ens"]
-    cals = [load_checkpoint(p)["config"]["calibration"] for p in member_checkpoints(r["dir"])]
-    assert len(cals) == 2 and cals[0] == cals[1] == r["summary"]["calibration"]
-    assert cals[0]["edge_offset_n"] > 0
+    stage = read_model_file(r["dir"] / "model.pt")["stages"][0]
+    assert len(stage["state_dicts"]) == 2 and stage["calibration"] == r["summary"]["calibration"]
+    assert stage["calibration"]["edge_offset_n"] > 0
     # exported from the folds, the fold's calibration counts once, not once per member
-    _, gathered = gather_folds(member_checkpoints(r["dir"]))
-    assert gathered == cals[0]
+    sds, gathered = gather_folds([r["dir"] / "model.pt"])
+    assert len(sds) == 2 and gathered == stage["calibration"]
     oof = pd.read_csv(r["dir"] / "oof.csv", dtype={"image_name": str, "mask_path": str})
     assert len(oof) == len(_held(runs)) and len(list((r["dir"] / "masks").glob("*.png"))) == len(oof)
 
@@ -184,7 +183,7 @@ def test_final_exports_every_member(runs, tmp_path: Path, monkeypatch, source: s
     assert len(loaded.tasks) == n_networks
     weights = [t.model.state_dict() for t in loaded.tasks]
     if source == "folds":  # the fold's members, as trained
-        assert _same(weights[0], _weights(r["dir"] / "model.pt")) and _same(weights[1], _weights(r["dir"] / f"model_seed{OTHER}.pt"))
+        assert _same(weights[0], _weights(r["dir"] / "model.pt", 0)) and _same(weights[1], _weights(r["dir"] / "model.pt", 1))
         assert summary["train"]["fold_member_best_epochs"] == [[m["best_epoch"] for m in r["summary"]["members"]]]
         assert "a seed ensemble per fold (seeds 42, 7)" in model_card(summary, {"n_images": 16}, "synthetic", 16)
     else:  # one refit per seed, on all rows: not the fold members
@@ -194,15 +193,6 @@ def test_final_exports_every_member(runs, tmp_path: Path, monkeypatch, source: s
         assert not _same(weights[0], _weights(r["dir"] / "model.pt"))
         card = model_card(summary, {"n_images": 16}, "synthetic", 16)
         assert f"Seed ensemble, refit once per seed ({SEED}, {OTHER})" in card
-
-
-def test_member_files_that_no_summary_lists_are_refused(runs, tmp_path: Path) -> None:
-    d = tmp_path / "fold1"
-    d.mkdir()
-    for name in ("model.pt", "oof.csv", f"model_seed{OTHER}.pt"):
-        (d / name).write_bytes((runs["ens"]["dir"] / name).read_bytes())
-    with pytest.raises(ValueError, match=rf"model_seed{OTHER}.pt not listed as members in summary.json"):
-        member_checkpoints(d)
 
 
 def test_the_resume_key_does_not_depend_on_the_seeds_list(tiny_arch) -> None:

@@ -11,8 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from fetalbio.engine.train import load_checkpoint, save_checkpoint
+from fetalbio.config import TrainConfig, VariantConfig
+from fetalbio.inference.model_file import StageWeights, fold_payload, load_stage, read_model_file, save_model
 from fetalbio.models import build_model
+from fetalbio.tasks import build_task
 
 torch.set_num_threads(1)
 
@@ -27,6 +29,9 @@ TINY = {
 }
 NEW = sorted(TINY)
 SIZE = 32
+# the variant that trains each network (for the model-file round trip)
+VARIANT_OF = {"multihead_unet": "multihead_unet", "hybrid_hourglass": "hybrid_hourglass", "attention_fpn": "attention_fpn",
+              "vit_landmark": "vit_landmark", "alexnet_regression": "coord_alexnet", "efficientnet_regression": "coord_efficientnet"}
 
 
 def _parts(model: nn.Module, y) -> list[torch.Tensor]:
@@ -71,18 +76,19 @@ def test_one_training_step_lowers_the_loss(name: str) -> None:
 
 @pytest.mark.parametrize("name", NEW)
 def test_checkpoint_round_trip(name: str, tmp_path: Path) -> None:
+    """Saved as a fold's model file and rebuilt by the model file's stage loader: same outputs."""
+    variant = VARIANT_OF[name]
+    vcfg, tcfg = VariantConfig(arch=TINY[name]), TrainConfig(input_width=SIZE, input_height=SIZE)
     torch.manual_seed(0)
-    model = build_model(name, 1, 4, **TINY[name])
+    model = build_task(variant, vcfg, tcfg).model
     model.train()
     model(torch.randn(4, 1, SIZE, SIZE))  # move the BatchNorm running statistics off their start
-    save_checkpoint(tmp_path / "model.pt", model, {"model": name, "arch": TINY[name]})
-    ckpt = load_checkpoint(tmp_path / "model.pt")
+    path = tmp_path / "model.pt"
+    save_model(path, fold_payload(StageWeights("coarse", variant, vcfg, tcfg, [model.state_dict()], {}), {"fold": 0}))
     torch.manual_seed(1)
-    other = build_model(name, 1, 4, **ckpt["config"]["arch"])
-    other.load_state_dict(ckpt["state_dict"])
+    other = load_stage(path, read_model_file(path)["stages"][0], "cpu").tasks[0].model
     x = torch.randn(2, 1, SIZE, SIZE)
     model.eval()
-    other.eval()
     with torch.no_grad():
         for a, b in zip(_parts(model, model(x)), _parts(other, other(x))):
             assert torch.equal(a, b)

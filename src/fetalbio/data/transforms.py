@@ -23,7 +23,7 @@ import numpy as np
 from fetalbio.config import AugmentConfig
 from fetalbio.geometry.points import canonicalize_batch
 
-__all__ = ["NORMALIZE_STEPS", "AugmentConfig", "Letterbox", "anisotropic_diffusion", "augment", "build_augment", "normalize"]
+__all__ = ["NORMALIZE_STEPS", "AugmentConfig", "Letterbox", "anisotropic_diffusion", "augment", "build_augment", "network_input", "normalize"]
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,15 @@ def normalize(image: np.ndarray, method: str = "zscore") -> np.ndarray:
         img = _step(img, name)
     x = img.astype(np.float32)
     return (x - x.mean()) / max(float(x.std()), 1e-6)
+
+
+def network_input(image: np.ndarray, frame, method: str = "zscore") -> np.ndarray:
+    """The one preprocessing of every network: ``frame`` (a :class:`Letterbox`, or a
+    head-aligned :class:`~fetalbio.geometry.crop.HeadCrop`: anything with ``apply``) maps the
+    uint8 image into network-input space, then :func:`normalize` -> float32 ``(H_in, W_in)``.
+    Prediction, held-out prediction and the refinement stage call it; training augments the
+    framed image in between (the datasets), so it calls the two halves itself."""
+    return normalize(frame.apply(image), method)
 
 
 def build_augment(cfg: AugmentConfig) -> A.Compose:

@@ -24,8 +24,7 @@ import torch
 
 from fetalbio import POINT_COLUMNS, UNC_COLUMNS
 from fetalbio.data.io import read_gray8
-from fetalbio.engine.run import member_checkpoints, write_heldout
-from fetalbio.engine.train import load_checkpoint
+from fetalbio.engine.run import write_heldout
 from fetalbio.tasks import ImagePrediction, RefineTask, prediction_ellipse
 from fetalbio.tasks.refine import reference_ellipse
 from fetalbio.reporting import write_json
@@ -36,16 +35,17 @@ READ_DTYPES = {"image_name": str, "reason": str, "mask_path": str}
 def load_refine_networks(fold_dir: Path, fold: int | None = None, device: torch.device | str = "cpu") -> tuple[RefineTask, list[torch.nn.Module]]:
     """The refinement task (with its calibration) and network(s) of one fold folder, rebuilt by
     the model file's stage loader (:func:`~fetalbio.inference.model_file.load_stage`)."""
-    from fetalbio.inference.model_file import load_stage
+    from fetalbio.inference.model_file import MODEL_FILE, load_stage, read_model_file
 
-    cks = [load_checkpoint(p) for p in member_checkpoints(fold_dir)]
-    cfg = cks[0]["config"]
-    if cfg.get("variant") != "refine":
-        raise ValueError(f"{fold_dir}: holds variant {cfg.get('variant')!r}, not the refinement stage")
-    if fold is not None and cfg.get("fold") != fold:
-        raise ValueError(f"{fold_dir}: trained with fold {cfg.get('fold')} held out, asked to refine fold {fold}")
-    stage = load_stage(Path(fold_dir), {"role": "refine", "variant": "refine", "variant_cfg": cfg["variant_cfg"], "train_cfg": cfg["train_cfg"],
-                                        "state_dicts": [ck["state_dict"] for ck in cks], "calibration": cfg.get("calibration") or {}}, device)
+    path = Path(fold_dir) / MODEL_FILE
+    raw = read_model_file(path)
+    st = raw["stages"][0]
+    if [s["role"] for s in raw["stages"]] != ["refine"]:
+        raise ValueError(f"{path}: holds variant {st['variant']!r}, not the refinement stage")
+    held_out = raw.get("provenance", {}).get("fold")
+    if fold is not None and held_out != fold:
+        raise ValueError(f"{path}: trained with fold {held_out} held out, asked to refine fold {fold}")
+    stage = load_stage(path, st, device)
     return stage.tasks[0], [t.model for t in stage.tasks]
 
 

@@ -30,7 +30,8 @@ from fetalbio.data.io import write_png
 from fetalbio.engine import distributed as ddp
 from fetalbio.engine.dataset import BiometryDataset
 from fetalbio.engine.distributed import DistContext
-from fetalbio.engine.train import FitResult, clear_resume, fit, predict, save_checkpoint, seed_everything, select_device
+from fetalbio.engine.train import FitResult, clear_resume, fit, predict, seed_everything, select_device
+from fetalbio.inference.model_file import MODEL_FILE, StageWeights, fold_payload, save_model
 from fetalbio.metrics.landmarks import mre, radial_errors
 from fetalbio.metrics.segmentation import dice
 from fetalbio.reporting import write_csv, write_json
@@ -121,26 +122,6 @@ def _process_group(dctx: DistContext, tcfg: TrainConfig) -> Iterator[torch.devic
         ddp.teardown(created)
 
 
-def member_checkpoint_name(index: int, seed: int) -> str:
-    """File name of a fold's network ``index`` (trained with ``seed``): ``model.pt`` for the
-    first, so a one-network variant has the layout it always had, ``model_seed<seed>.pt`` for
-    the other members of a seed ensemble."""
-    return "model.pt" if index == 0 else f"model_seed{seed}.pt"
-
-
-def member_checkpoints(fold_dir: Path) -> list[Path]:
-    """Every network checkpoint of a fold folder, first member first (its ``summary.json``
-    lists the members' seeds; a folder without one has ``model.pt`` alone)."""
-    fold_dir = Path(fold_dir)
-    summary = fold_dir / "summary.json"
-    seeds = json.loads(summary.read_text(encoding="utf-8")).get("member_seeds") if summary.is_file() else None
-    names = [member_checkpoint_name(i, s) for i, s in enumerate(seeds)] if seeds else ["model.pt"]
-    unlisted = sorted(p.name for p in fold_dir.glob("model_seed*.pt") if p.name not in names)
-    if unlisted:
-        raise ValueError(f"{fold_dir}: {', '.join(unlisted)} not listed as members in {summary.name} (an interrupted or mixed training: rerun it)")
-    return [fold_dir / n for n in names]
-
-
 @dataclass
 class TrainedNetwork:
     """One trained network (a seed ensemble has several per fold)."""
@@ -215,13 +196,13 @@ def train_fold(
     out_dir: Path,
     resume_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Train ``variant`` on all folds but ``fold``; write into ``out_dir``: ``model.pt``,
-    ``oof.csv`` (held-out predictions), ``masks/`` (segmentation), ``dvclive/``, ``summary.json``.
+    """Train ``variant`` on all folds but ``fold``; write into ``out_dir``: ``model.pt`` (a
+    one-stage model file, :func:`~fetalbio.inference.model_file.fold_payload`), ``oof.csv`` (held-out predictions), ``masks/`` (segmentation), ``dvclive/``, ``summary.json``.
     ``resume_dir``: where :func:`fit` keeps its per-epoch resume file (None: none is written).
 
     A seed ensemble (``vcfg.seeds`` with more than one seed) trains one network per seed, one
-    after the other, each as a run with that top-level ``seed`` would; the first is
-    ``model.pt`` with its log in ``dvclive/``, the others ``model_seed<s>.pt`` with
+    after the other, each as a run with that top-level ``seed`` would; ``model.pt`` holds their
+    state dicts in seed order; the first logs to ``dvclive/``, the others to
     ``dvclive_seed<s>/`` (and resume files under ``resume_dir/seed<s>``). The held-out
     predictions decode the mean of their raw outputs, as ``predict`` does with the exported
     ensemble.
@@ -263,19 +244,13 @@ def train_fold(
             preds = predict(task, held_ds, tcfg, device, models=[m.task.model for m in members])
             write_heldout(out_dir, held, preds, fold, with_masks=task.needs_mask)
 
-        for i, m in enumerate(members):
-            config = {
-                "variant": variant,
-                "spec": dataclasses.asdict(spec),
-                "variant_cfg": dataclasses.asdict(vcfg),
-                "train_cfg": dataclasses.asdict(tcfg),
-                "fold": fold,
-                "seed": m.seed,
-                "best_epoch": m.result.best_epoch,
-                "calibration": calibration,
-                "training_data_hash": table_hash(m.tr_rows[["image_name", *POINT_COLUMNS, "weight"]]),
-            }
-            save_checkpoint(out_dir / member_checkpoint_name(i, m.seed), m.task.model, config)
+        stage = StageWeights("refine" if spec.family == "refine" else "coarse", variant, vcfg, tcfg, [m.task.model.state_dict() for m in members], calibration or {})
+        save_model(out_dir / MODEL_FILE, fold_payload(stage, {
+            "fold": fold,
+            "member_seeds": [m.seed for m in members],
+            "best_epochs": [m.result.best_epoch for m in members],
+            "training_data_hash": [table_hash(m.tr_rows[["image_name", *POINT_COLUMNS, "weight"]]) for m in members],
+        }))
         first = members[0]
         summary = {
             "variant": variant,
@@ -300,10 +275,10 @@ def train_fold(
         if len(members) > 1:
             summary["member_seeds"] = [m.seed for m in members]
             summary["members"] = [
-                {"seed": m.seed, "checkpoint": member_checkpoint_name(i, m.seed), "n_train": len(m.tr_rows), "n_inner_val": len(m.va_rows),
+                {"seed": m.seed, "n_train": len(m.tr_rows), "n_inner_val": len(m.va_rows),
                  "best_epoch": m.result.best_epoch, "epochs_run": m.result.epochs_run, "resumed_from_epoch": m.result.resumed_from_epoch,
                  "best_inner_val_score": m.result.best_score, "train_seconds": round(m.result.seconds, 2)}
-                for i, m in enumerate(members)
+                for m in members
             ]
         write_json(out_dir / "summary.json", summary)
         # only now: a kill while predicting the held-out fold resumes too

@@ -34,8 +34,6 @@ from fetalbio.engine.distributed import DistContext
 from fetalbio.reporting.files import write_torch
 from fetalbio.tasks.base import ImagePrediction, Task, average_outputs
 
-CHECKPOINT_FORMAT = 1
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -366,24 +364,3 @@ def clear_resume(resume_dir: Path | None) -> None:
         Path(resume_dir).rmdir()
     except OSError:
         pass
-
-
-def save_checkpoint(path: Path, model: torch.nn.Module, config: dict[str, Any]) -> None:
-    """state_dict + the plain-data config needed to rebuild the model (atomic write)."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    write_torch(path, {"format": CHECKPOINT_FORMAT, "state_dict": state, "config": config})
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``) and check its structure."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle payloads that are not plain weights are refused here
-        from fetalbio.inference.model_file import load_failure_reason
-
-        raise ValueError(f"{path}: not a loadable fetalbio checkpoint ({load_failure_reason(exc)})") from None
-    if not isinstance(ckpt, dict) or not {"state_dict", "config"} <= set(ckpt) or not isinstance(ckpt["state_dict"], dict):
-        raise ValueError(f"{path}: not a fetalbio checkpoint (expected a dict with 'state_dict' and 'config')")
-    return ckpt

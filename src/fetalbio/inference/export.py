@@ -28,9 +28,9 @@ import pandas as pd
 
 from fetalbio import POINT_COLUMNS, UNC_COLUMNS, __version__
 from fetalbio.config import TrainConfig, VariantConfig
-from fetalbio.engine.run import member_checkpoints, table_hash, train_network
-from fetalbio.engine.train import clear_resume, load_checkpoint, select_device
-from fetalbio.inference.model_file import StageWeights, model_payload, save_model
+from fetalbio.engine.run import table_hash, train_network
+from fetalbio.engine.train import clear_resume, select_device
+from fetalbio.inference.model_file import MODEL_FILE, StageWeights, concatenate_stages, model_payload, read_model_file, save_model
 from fetalbio.tasks import build_task
 from fetalbio.variants import get_variant, refined_name
 
@@ -69,7 +69,7 @@ def uncertainty_threshold(oof: pd.DataFrame, quantile: float) -> float | None:
 
 
 def read_fold_outputs(variant_dir: Path, need_oof: bool = True) -> tuple[pd.DataFrame | None, list[Path], list[dict]]:
-    """All held-out predictions, checkpoint paths (every member of every fold) and training
+    """All held-out predictions, fold model files (``fold*/model.pt``) and training
     summaries of a variant's folds (``need_oof=False``: folds without held-out predictions, as
     the refinement stage's, count too; the predictions are then None)."""
     marker = "oof.csv" if need_oof else "model.pt"
@@ -78,7 +78,7 @@ def read_fold_outputs(variant_dir: Path, need_oof: bool = True) -> tuple[pd.Data
         raise FileNotFoundError(f"no fold*/{marker} under {variant_dir}: train the variant first")
     oof = pd.concat([pd.read_csv(p / "oof.csv", dtype={"image_name": str, "reason": str, "mask_path": str}) for p in folds], ignore_index=True) if need_oof else None
     summaries = [pd.read_json(p / "summary.json", typ="series").to_dict() for p in folds if (p / "summary.json").is_file()]
-    return oof, [ck for p in folds for ck in member_checkpoints(p)], summaries
+    return oof, [p / MODEL_FILE for p in folds], summaries
 
 
 def refit_all_rows(clean: pd.DataFrame, table_dir: Path, variant: str, vcfg: VariantConfig, tcfg: TrainConfig, seed: int,
@@ -103,19 +103,10 @@ def refit_all_rows(clean: pd.DataFrame, table_dir: Path, variant: str, vcfg: Var
     return net.task.model.state_dict(), net.calibration, summary
 
 
-def gather_folds(checkpoints: list[Path]) -> tuple[list[dict], dict]:
-    """The fold models' state dicts and their calibration (numeric values averaged over folds;
-    the members of a fold's seed ensemble share one calibration, counted once)."""
-    cks = [load_checkpoint(p) for p in checkpoints]
-    per_fold: dict[Any, dict] = {}
-    for i, ck in enumerate(cks):
-        per_fold.setdefault(ck["config"].get("fold", f"checkpoint {i}"), ck["config"].get("calibration", {}))
-    cals = list(per_fold.values())
-    keys = set().union(*cals) if cals else set()
-    calibration = {k: float(np.mean([c[k] for c in cals if k in c])) for k in sorted(keys)}
-    if "edge_offset_n" in calibration:
-        calibration["edge_offset_n"] = int(sum(c.get("edge_offset_n", 0) for c in cals))
-    return [ck["state_dict"] for ck in cks], calibration
+def gather_folds(fold_files: list[Path]) -> tuple[list[dict], dict]:
+    """The fold model files' state dicts, concatenated (every member of every fold), and their
+    calibration averaged over folds (:func:`~fetalbio.inference.model_file.concatenate_stages`)."""
+    return concatenate_stages([(p, read_model_file(p)) for p in fold_files])
 
 
 def stage_weights(

@@ -1,18 +1,22 @@
-"""The self-describing model file that ``fetalbio predict`` loads.
+"""The self-describing model file: every fold's trained network(s) and the exported model that
+``fetalbio predict`` loads are this one format, read by :func:`read_model_file`.
 
 One ``torch.save`` of plain data and tensors only, so it loads with ``weights_only=True``:
 
 ``format``, ``format_version``
     ``"fetalbio-model"``, :data:`FORMAT_VERSION` (2; version-1 files, one stage, still load).
 ``method``
-    what it measures with: a variant name, or ``<variant>_refined`` for a coarse-to-fine model.
+    what it measures with: a variant name, or ``<variant>_refined`` for a coarse-to-fine model
+    (a fold file of the refinement network alone: ``refine``).
 ``stages``
     the networks of the method, in the order they run, each a dict: ``role`` (``coarse`` or
     ``refine``), ``variant``, ``family``, ``spec``, ``variant_cfg``, ``train_cfg`` (what
     rebuilds the network, its preprocessing and its decoding), ``state_dicts`` (one, or several
     whose raw outputs are averaged: a seed or fold ensemble) and ``calibration`` (what decoding
     measured on training rows, :meth:`fetalbio.tasks.base.Task.calibrate`). Stages may have
-    different architectures.
+    different architectures. ``[coarse]`` and ``[coarse, refine]`` measure; ``[refine]`` alone is
+    a fold file of the refinement stage (trained per fold, used by the ``refine`` stage, and
+    concatenated into the exported model's refine stage by ``final.source: folds``).
 ``uncertainty_threshold_px``, ``uncertain_quantile``
     an image whose mean point uncertainty exceeds the threshold is flagged ``uncertain``; the
     threshold is that quantile of the held-out uncertainties of cross-validation (None when the
@@ -21,7 +25,10 @@ One ``torch.save`` of plain data and tensors only, so it loads with ``weights_on
     the fitted triage combiner (:class:`fetalbio.triage.Triage`, plain data): the per-image
     uncertainty, the 90 % interval and the ``ok``/``uncertain``/``failed`` verdict.
 ``provenance``
-    training data hash, data root, rows used, the cross-validated metrics it was chosen by.
+    exported model: training data hash, data root, rows used, the cross-validated metrics it was
+    chosen by; fold file: ``fold`` (the fold held out), ``member_seeds``, ``best_epochs`` and
+    ``training_data_hash`` (of each member's training rows). ``final.source: folds`` concatenates
+    the fold files' ``state_dicts`` stage by stage (:func:`concatenate_stages`).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from fetalbio.config import TrainConfig, VariantConfig, from_dict
@@ -43,6 +51,8 @@ FORMAT = "fetalbio-model"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 ROLES = ("coarse", "refine")
+STAGE_LAYOUTS = (["coarse"], ["coarse", "refine"], ["refine"])
+MODEL_FILE = "model.pt"  # the file name of a fold's networks in models/<variant>/fold<k>/
 
 
 @dataclass
@@ -139,6 +149,47 @@ def model_payload(
     }
 
 
+def fold_payload(stage: StageWeights, provenance: dict[str, Any]) -> dict[str, Any]:
+    """A fold's trained network(s) as a one-stage model file (``role`` ``coarse`` for a first
+    stage, ``refine`` for the refinement network); ``provenance`` holds ``fold`` and the members'
+    seeds. A fold file of a first stage measures like an exported model (no uncertainty
+    threshold: that is measured on every fold's held-out predictions)."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "method": stage.variant,
+        "stages": [stage.payload()],
+        "uncertainty_threshold_px": None,
+        "uncertain_quantile": None,
+        "provenance": provenance,
+    }
+
+
+def concatenate_stages(path_and_raws: list[tuple[Path, dict[str, Any]]]) -> tuple[list[dict[str, torch.Tensor]], dict[str, Any]]:
+    """Fold files of one variant -> one stage's ``(state_dicts, calibration)``: the state dicts
+    of every fold, in order, and the numeric calibration values averaged over folds (the members
+    of a fold share one calibration, so each fold counts once; ``edge_offset_n`` is summed)."""
+    if not path_and_raws:
+        raise ValueError("no fold files to concatenate")
+    first_path, first = path_and_raws[0]
+    variant = first["stages"][0]["variant"]
+    state_dicts: list[dict[str, torch.Tensor]] = []
+    cals: list[dict[str, Any]] = []
+    for path, raw in path_and_raws:
+        if len(raw["stages"]) != 1:
+            raise ValueError(f"{path}: a fold file holds one stage, this one {len(raw['stages'])}")
+        st = raw["stages"][0]
+        if st["variant"] != variant:
+            raise ValueError(f"{path}: holds variant {st['variant']!r}, {first_path} holds {variant!r}")
+        state_dicts.extend(st["state_dicts"])
+        cals.append(st.get("calibration") or {})
+    keys = set().union(*cals)
+    calibration: dict[str, Any] = {k: float(np.mean([c[k] for c in cals if k in c])) for k in sorted(keys)}
+    if "edge_offset_n" in calibration:
+        calibration["edge_offset_n"] = int(sum(c.get("edge_offset_n", 0) for c in cals))
+    return state_dicts, calibration
+
+
 def save_model(path: Path, payload: dict[str, Any]) -> None:
     """Write atomically (temp file + rename)."""
     write_torch(path, payload)
@@ -153,8 +204,10 @@ def read_model_file(path: Path) -> dict[str, Any]:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickled objects other than plain data and tensors are refused here
         raise ValueError(f"{path}: not a loadable fetalbio model file ({load_failure_reason(exc)})") from None
+    if isinstance(raw, dict) and raw.get("format") == "fetalbio-checkpoint":
+        raise ValueError(f"{path}: a fold checkpoint of an older fetalbio (format 'fetalbio-checkpoint'); fold models are model files now: retrain the fold (dvc repro)")
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a fetalbio model file (no 'format: {FORMAT}'); training checkpoints (model.pt of a fold) are exported by the final stage")
+        raise ValueError(f"{path}: not a fetalbio model file (no 'format: {FORMAT}')")
     version = raw.get("format_version")
     if version not in READABLE_VERSIONS:
         raise ValueError(f"{path}: model file version {version!r}, this fetalbio reads versions {', '.join(map(str, READABLE_VERSIONS))}")
@@ -165,8 +218,8 @@ def read_model_file(path: Path) -> dict[str, Any]:
     if not isinstance(stages, list) or not stages or not all(isinstance(st, dict) for st in stages):
         raise ValueError(f"{path}: incomplete model file (no stages)")
     roles = [st.get("role") for st in stages]
-    if roles not in (["coarse"], ["coarse", "refine"]):
-        raise ValueError(f"{path}: stages must be [coarse] or [coarse, refine], got {roles}")
+    if roles not in STAGE_LAYOUTS:
+        raise ValueError(f"{path}: stages must be [coarse], [coarse, refine] or [refine], got {roles}")
     for st in stages:
         missing = {"variant", "variant_cfg", "train_cfg", "state_dicts", "calibration"} - {k for k, v in st.items() if v is not None}
         if missing or not isinstance(st["state_dicts"], list) or not st["state_dicts"]:
@@ -218,6 +271,9 @@ def model_from_raw(path: Path, raw: dict[str, Any], device: torch.device | str =
     """A :class:`LoadedModel` from checked model-file content (:func:`read_model_file`);
     ``weights=False``: from a description without ``state_dicts`` (the ONNX manifest), for
     preprocessing, decoding and flags only (one task per stage, untrained networks)."""
+    if raw["stages"][0]["role"] != "coarse":
+        raise ValueError(f"{path}: holds the refinement stage alone (a fold file of `refine`), which cannot measure an image; "
+                         "use a model made by the final stage")
     stages = [load_stage(path, st, device, weights) for st in raw["stages"]]
     coarse = stages[0]
     meta = {k: v for k, v in raw.items() if k != "stages"}

@@ -18,7 +18,7 @@ import torch
 
 from fetalbio import POINT_COLUMNS, POINT_NAMES, UNC_COLUMNS
 from fetalbio.data.io import ImageReadError, read_gray8, write_png
-from fetalbio.data.transforms import Letterbox, normalize
+from fetalbio.data.transforms import Letterbox, network_input
 from fetalbio.inference.model_file import LoadedModel
 from fetalbio.metrics.biometry import diameters_px, ga_weeks_hadlock, ramanujan_hc
 from fetalbio.geometry.ellipse import Ellipse
@@ -90,7 +90,7 @@ class Predictor:
 
     def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, Letterbox]:
         lb = Letterbox.fit((image.shape[1], image.shape[0]), self.model.input_size)
-        x = normalize(lb.apply(image), self.model.train_cfg.normalize)
+        x = network_input(image, lb, self.model.train_cfg.normalize)
         return torch.from_numpy(x[None]), lb
 
     def forward(self, batch: torch.Tensor):

@@ -39,7 +39,7 @@ from torch.utils.data import Dataset
 
 from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.data.io import read_gray8
-from fetalbio.data.transforms import augment, build_augment, normalize
+from fetalbio.data.transforms import augment, build_augment, network_input, normalize
 from fetalbio.geometry.crop import CropJitter, HeadCrop, crop_problem
 from fetalbio.geometry.ellipse import Ellipse, ellipse_endpoints, transform_ellipse
 from fetalbio.geometry.masks import mask_to_ellipse, perimeter_offset_px
@@ -198,7 +198,7 @@ class RefineTask(SegmentationTask):
                 frames.append(fr)
             for start in range(0, len(todo), batch_size):
                 idx, frs = todo[start : start + batch_size], frames[start : start + batch_size]
-                x = torch.from_numpy(np.stack([normalize(fr.apply(images[i]), self.normalize_method)[None] for i, fr in zip(idx, frs)]))
+                x = torch.from_numpy(np.stack([network_input(images[i], fr, self.normalize_method)[None] for i, fr in zip(idx, frs)]))
                 if forward is not None:
                     out = forward(x)
                 else:
