@@ -297,11 +297,17 @@ def test_export_refuses_a_bad_model_file_and_a_bad_out(tmp_path: Path) -> None:
 def test_bench_times_models_on_both_runtimes_side_by_side(files, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     bare = shutil.copy(files["heatmap"], tmp_path / "bare.pt")
-    text = _invoke(["bench", "--model", files["segmentation"], "--model", bare, "--images", files["images"], "--n-images", "2",
-                    "--rounds", "1", "--batch-sizes", "1,2", "--threads", "1", "--no-train", "--no-cuda", "--out", out])
+    text = _invoke(["bench", "--model", files["segmentation"], "--model", bare, "--model", files["two_stage"], "--images", files["images"],
+                    "--n-images", "2", "--rounds", "1", "--batch-sizes", "1,2", "--threads", "1", "--no-train", "--no-cuda", "--out", out])
     assert f"note: {bare}: no ONNX form (bare.onnx): torch only" in text
     b = json.loads(out.read_text())
-    seg, hm = b["models"]
+    seg, hm, two = b["models"]
+    # a two-stage model is timed with both stages: the refinement is part of every measurement
+    assert two["stages"] == ["coarse", "refine"] and set(two["runtimes"]) == {"torch", "onnx"}
+    for figures in two["runtimes"].values():
+        assert figures["refine_ms_batch1"] > 0
+        assert figures["model_ms_per_image_batch1"] >= figures["forward_ms_batch1"] + figures["refine_ms_batch1"] - 0.01
+    assert "refine_ms_batch1" not in seg["runtimes"]["torch"]
     assert set(seg["runtimes"]) == {"torch", "onnx"} and set(hm["runtimes"]) == {"torch"}
     assert seg["runtimes"]["onnx"]["timings"] == seg["runtimes"]["torch"]["timings"] == 2
     r = seg["onnx_over_torch"]

@@ -3,7 +3,10 @@
 What is timed per *entry* -- a model on a runtime (torch eager, channels-last; ONNX Runtime on
 the model's ONNX form) -- is what the speed target is about, ``model_ms_per_image_batch1``:
 network forward + decoding (heatmap decoding or mask post-processing and ellipse fit) of one
-preprocessed image. Every entry (several ``--model``, each on torch and ONNX Runtime) runs in
+preprocessed image, plus, for a two-stage (coarse-to-fine) model, the whole refinement stage
+(``refine_ms_batch1``: head-aligned crop from the coarse ellipse, its normalisation, the
+refinement network's forward, the mask's ellipse fit and the mapping back) -- every network of
+the method, so the figure is what one measurement costs. Every entry (several ``--model``, each on torch and ONNX Runtime) runs in
 the same process, on the same images, with the same number of threads, and interleaved: every
 round times every entry once on each image, the order rotating from image to image, so a busy
 spell of a shared machine slows all of them alike. Figures are medians over rounds and images
@@ -63,18 +66,32 @@ class Entry:
     pre: list = field(default_factory=list)  # the images' (tensor, letterbox)
     fwd: list[float] = field(default_factory=list)
     post: list[float] = field(default_factory=list)
+    ref: list[float] = field(default_factory=list)  # the refinement stage (two-stage models)
     batch: dict[int, list[float]] = field(default_factory=dict)
+
+    def run(self, images: Sequence[np.ndarray], xb: torch.Tensor, lbs: list) -> list:
+        """Both stages on a preprocessed batch (what ``predict`` does after reading)."""
+        coarse = self.predictor.decode(self.predictor.forward(xb), lbs)
+        return self.refine(images, coarse)
+
+    def refine(self, images: Sequence[np.ndarray], coarse: list) -> list:
+        stage = self.predictor.model.refine
+        if stage is None:
+            return coarse
+        return stage.tasks[0].refine([], list(images), coarse, forward=self.predictor.forward_refine)
 
     def figures(self) -> dict[str, Any]:
         throughput = {str(bs): round(bs / float(np.median(v)), 2) for bs, v in self.batch.items()}
         best = max(throughput, key=throughput.get) if throughput else None
         f, p = _median_ms(self.fwd), _median_ms(self.post)
-        total = [a + b for a, b in zip(self.fwd, self.post)]
+        refs = self.ref if self.ref else [0.0] * len(self.fwd)
+        total = [a + b + c for a, b, c in zip(self.fwd, self.post, refs)]
         return {
             "forward_ms_batch1": f,
             "forward_ms_p25": _pct_ms(self.fwd, 25),
             "forward_ms_p75": _pct_ms(self.fwd, 75),
             "postprocess_ms_batch1": p,
+            **({"refine_ms_batch1": _median_ms(self.ref)} if self.ref else {}),
             "model_ms_per_image_batch1": _median_ms(total),
             "timings": len(self.fwd),
             "images_per_s_by_batch": throughput,
@@ -208,8 +225,8 @@ def run_bench(
             entries.extend(mine)
             per_model.append(row)
         for e in entries:  # warm-up
-            for x, lb in e.pre[:warmup]:
-                e.predictor.decode(e.predictor.forward(x[None]), [lb])
+            for k, (x, lb) in enumerate(e.pre[:warmup]):
+                e.run([images[k]], x[None], [lb])
         n = len(entries)
         for r in range(rounds):
             for k in range(len(images)):
@@ -218,20 +235,23 @@ def run_bench(
                     x, lb = e.pre[k]
                     box: dict = {}
                     e.fwd.append(_timed(lambda: box.__setitem__("y", e.predictor.forward(x[None])), cpu))
-                    e.post.append(_timed(lambda: e.predictor.decode(box["y"], [lb]), cpu))
+                    e.post.append(_timed(lambda: box.__setitem__("p", e.predictor.decode(box["y"], [lb])), cpu))
+                    if e.predictor.model.refine is not None:
+                        e.ref.append(_timed(lambda: e.refine([images[k]], box["p"]), cpu))
         for bs in batch_sizes:
             batches = {}
             for e in entries:
                 xb = torch.stack([e.pre[i % len(images)][0] for i in range(bs)])
                 lbs = [e.pre[i % len(images)][1] for i in range(bs)]
-                e.predictor.decode(e.predictor.forward(xb), lbs)  # warm-up at this shape
-                batches[id(e)] = (xb, lbs)
+                ims = [images[i % len(images)] for i in range(bs)]
+                e.run(ims, xb, lbs)  # warm-up at this shape
+                batches[id(e)] = (ims, xb, lbs)
             reps = max(2, len(images) // bs) * rounds
             for rep in range(reps):
                 shift = rep % n
                 for e in entries[shift:] + entries[:shift]:
-                    xb, lbs = batches[id(e)]
-                    e.batch.setdefault(bs, []).append(_timed(lambda: e.predictor.decode(e.predictor.forward(xb), lbs), cpu))
+                    ims, xb, lbs = batches[id(e)]
+                    e.batch.setdefault(bs, []).append(_timed(lambda: e.run(ims, xb, lbs), cpu))
     finally:
         torch.set_num_threads(prev)
     for row in per_model:
