@@ -23,12 +23,11 @@ import pandas as pd
 import torch
 
 from fetalbio import POINT_COLUMNS, UNC_COLUMNS
-from fetalbio.data.io import read_gray8
 from fetalbio.engine.run import member_checkpoints, write_heldout
 from fetalbio.engine.train import load_checkpoint
+from fetalbio.io import read_gray8, write_json
 from fetalbio.tasks import ImagePrediction, RefineTask, prediction_ellipse
 from fetalbio.tasks.refine import reference_ellipse
-from fetalbio.reporting import write_json
 
 READ_DTYPES = {"image_name": str, "reason": str, "mask_path": str}
 

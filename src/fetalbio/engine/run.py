@@ -26,14 +26,13 @@ from sklearn.model_selection import GroupShuffleSplit
 
 from fetalbio import POINT_COLUMNS, POINT_NAMES, UNC_COLUMNS
 from fetalbio.config import TrainConfig, VariantConfig
-from fetalbio.data.io import write_png
 from fetalbio.engine import distributed as ddp
 from fetalbio.engine.dataset import BiometryDataset
 from fetalbio.engine.distributed import DistContext
 from fetalbio.engine.train import FitResult, clear_resume, fit, predict, save_checkpoint, seed_everything, select_device
+from fetalbio.io import write_csv, write_json, write_png
 from fetalbio.metrics.landmarks import mre, radial_errors
 from fetalbio.metrics.segmentation import dice
-from fetalbio.reporting import write_csv, write_json
 from fetalbio.tasks import ImagePrediction, Task, build_task
 from fetalbio.variants import get_variant
 

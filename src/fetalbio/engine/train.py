@@ -31,7 +31,7 @@ from fetalbio.config import TrainConfig
 from fetalbio.engine import distributed as ddp
 from fetalbio.engine.dataset import BiometryDataset
 from fetalbio.engine.distributed import DistContext
-from fetalbio.reporting.files import write_torch
+from fetalbio.io import load_failure_reason, write_torch
 from fetalbio.tasks.base import ImagePrediction, Task, average_outputs
 
 CHECKPOINT_FORMAT = 1
@@ -381,8 +381,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle payloads that are not plain weights are refused here
-        from fetalbio.inference.model_file import load_failure_reason
-
         raise ValueError(f"{path}: not a loadable fetalbio checkpoint ({load_failure_reason(exc)})") from None
     if not isinstance(ckpt, dict) or not {"state_dict", "config"} <= set(ckpt) or not isinstance(ckpt["state_dict"], dict):
         raise ValueError(f"{path}: not a fetalbio checkpoint (expected a dict with 'state_dict' and 'config')")

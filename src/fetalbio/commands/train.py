@@ -8,10 +8,10 @@ from typing import Optional
 import pandas as pd
 import typer
 
+from fetalbio.commands._common import PARAMS_OPTION, friendly_errors, read_seed
 from fetalbio.config import ConfigError, TrainConfig, VariantConfig, from_dict, get_key, load_section, merged_train_config, read_params
 from fetalbio.data.tables import read_clean
 from fetalbio.variants import VARIANTS
-from stages._common import PARAMS_OPTION, friendly_errors, read_seed
 
 app = typer.Typer(add_completion=False)
 
