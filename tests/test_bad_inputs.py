@@ -25,7 +25,7 @@ from fetalbio import POINT_COLUMNS
 from fetalbio.cli import app
 from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.data.transforms import Letterbox
-from fetalbio.inference.model_file import model_payload, save_model
+from fetalbio.model_file import model_payload, save_model
 from fetalbio.tasks import build_task
 
 REPO = Path(__file__).resolve().parents[1]

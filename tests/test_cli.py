@@ -99,9 +99,10 @@ def test_params_merge_applies_writeups_config(tmp_path: Path) -> None:
     res = runner.invoke(app, ["params-merge", str(REPO / "configs/full-cpu-writeups.yaml"), "--params", str(p)])
     assert res.exit_code == 0, res.output
     merged = yaml.safe_load(p.read_text())
-    assert merged["variant_names"] == ["multihead_unet", "hybrid_hourglass", "attention_fpn", "vit_landmark",
+    assert merged["variant_names"] == ["hm_unet", "multihead_unet", "hybrid_hourglass", "attention_fpn", "vit_landmark",
                                        "coord_alexnet", "coord_resnet18", "coord_resnet34", "coord_efficientnet"]
-    assert merged["train"]["epochs"] == 15
+    assert merged["train"]["epochs"] == 15 and merged["train"]["cpu_threads"] == 1
+    assert merged["variants"]["hm_unet"]["arch"]["base_width"] == 16  # the paired reference at full-cpu size
     assert merged["data"]["root"] == "../shared/data/fetal-head"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stages import bench, build_folds, clean_labels, compare, compare_runs, evaluate, export, final, ingest, params_merge, predict, refine, train
+from fetalbio.commands import bench, build_folds, clean_labels, compare, compare_runs, evaluate, export, final, ingest, params_merge, predict, refine, train
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fetal head biometry pipeline (BPD, OFD, HC).")
 app.command("ingest", help=ingest.main.__doc__)(ingest.main)

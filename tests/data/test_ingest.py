@@ -15,7 +15,7 @@ from fetalbio import POINT_COLUMNS
 from fetalbio.config import DataConfig
 from fetalbio.data.ingest import IngestError, ingest, read_ingested
 from fetalbio.data.tables import subject_from_name
-from fetalbio.data.io import UnsafePathError, safe_join
+from fetalbio.io import UnsafePathError, safe_join
 
 
 def _edit_csv(root: Path, fn) -> None:

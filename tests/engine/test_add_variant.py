@@ -50,7 +50,7 @@ def toy_variant(monkeypatch):
 
 
 def test_a_toy_variant_added_by_registry_entry_and_params_section_runs_end_to_end(toy_variant, synth_clean, tmp_path, monkeypatch) -> None:
-    from stages._common import compared_names, read_variant_names
+    from fetalbio.commands._common import compared_names, read_variant_names
 
     params = toy_variant
     assert "toy" in read_variant_names(params, Path("params.yaml")) and "toy_refined" in compared_names(params, Path("params.yaml"))

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fetalbio.config import TrainConfig, VariantConfig
-from fetalbio.inference.model_file import StageWeights, concatenate_stages, fold_payload, load_model, load_stage, read_model_file, save_model
+from fetalbio.model_file import StageWeights, concatenate_stages, fold_payload, load_model, load_stage, read_model_file, save_model
 from fetalbio.tasks import build_task
 
 

@@ -27,7 +27,7 @@ from fetalbio.config import TrainConfig, VariantConfig, from_dict, merged_train_
 from fetalbio.data.folds import assign_folds
 from fetalbio.engine.distributed import DistContext, train_sampler
 from fetalbio.engine.train import _loader, seed_everything
-from fetalbio.reporting import write_csv
+from fetalbio.io import write_csv
 from fetalbio.tasks import build_task
 from fold_files import fold_stage, fold_weights
 

@@ -22,7 +22,7 @@ from fetalbio.engine import run as run_mod
 from fetalbio.engine import train as train_mod
 from fetalbio.engine.run import default_resume_dir, inner_split, resume_key, train_fold
 from fetalbio.engine.train import RESUME_FILE
-from fetalbio.reporting import write_json
+from fetalbio.io import write_json
 from fetalbio.reporting.evaluate import evaluate, per_image_table, read_oof
 from fold_files import fold_weights
 

@@ -21,7 +21,7 @@ from fetalbio.engine.run import PREDICTION_COLUMNS, inner_split, table_hash, tra
 from fetalbio.engine.train import predict
 from fetalbio.geometry.points import canonicalize_batch
 from fetalbio.tasks import build_task
-from fetalbio.inference.model_file import read_model_file
+from fetalbio.model_file import read_model_file
 from fold_files import fold_weights
 
 HELD = 1

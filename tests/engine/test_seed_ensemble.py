@@ -19,7 +19,7 @@ from fetalbio.engine.dataset import BiometryDataset
 from fetalbio.engine.run import train_fold
 from fetalbio.engine.train import predict
 from fetalbio.inference.export import export_final, gather_folds
-from fetalbio.inference.model_file import load_model, read_model_file
+from fetalbio.model_file import load_model, read_model_file
 from fetalbio.reporting.model_card import model_card
 from fetalbio.tasks import build_task
 

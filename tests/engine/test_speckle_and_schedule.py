@@ -15,12 +15,12 @@ import torch
 import yaml
 
 from fetalbio.config import ConfigError, TrainConfig, VariantConfig, from_dict
-from fetalbio.data.io import read_gray8
 from fetalbio.data.transforms import NORMALIZE_STEPS, anisotropic_diffusion, normalize
 from fetalbio.engine import train as train_mod
 from fetalbio.engine.dataset import BiometryDataset
 from fetalbio.engine.train import cosine_restarts, lr_schedule, warmup_cosine
 from fetalbio.inference.predictor import Predictor
+from fetalbio.io import read_gray8
 from fetalbio.tasks import build_task
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 
 from fetalbio.cli import app
 from fetalbio.config import TrainConfig, VariantConfig
-from fetalbio.data.io import read_gray8
-from fetalbio.inference.model_file import StageWeights, load_model, model_payload, save_model
+from fetalbio.model_file import StageWeights, load_model, model_payload, save_model
 from fetalbio.inference.onnx_form import OnnxBackend, load_onnx_form
 from fetalbio.inference.predictor import Predictor
+from fetalbio.io import read_gray8
 from fetalbio.tasks import build_task
 
 torch.set_num_threads(1)
@@ -347,7 +347,7 @@ def test_docs_example_matches_predict(tmp_path: Path) -> None:
     # the example runs the first stage: compare with fetalbio's first-stage measurement of the same image
     import cv2
 
-    from fetalbio.inference.model_file import load_model
+    from fetalbio.model_file import load_model
     from fetalbio.inference.predictor import Predictor
     from fetalbio.metrics.biometry import diameters_px, ramanujan_hc
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fetalbio.cli import app
-from fetalbio.inference.model_file import load_model
+from fetalbio.model_file import load_model
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = REPO / "pretrained" / "fetalbio-hc18.pt"

@@ -93,7 +93,7 @@ def _predict(tmp_path: Path, images: list[Path], extra: list[str]) -> pd.DataFra
 
 
 def test_pictures_that_are_not_a_fetal_head_are_never_ok(tmp_path: Path) -> None:
-    from fetalbio.inference.model_file import read_model_file
+    from fetalbio.model_file import read_model_file
 
     assert "triage" in read_model_file(MODEL), "the shipped model carries its triage combiner"
     paths = []

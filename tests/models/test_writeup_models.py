@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from fetalbio.config import TrainConfig, VariantConfig
-from fetalbio.inference.model_file import StageWeights, fold_payload, load_stage, read_model_file, save_model
+from fetalbio.model_file import StageWeights, fold_payload, load_stage, read_model_file, save_model
 from fetalbio.models import build_model
 from fetalbio.tasks import build_task
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from fetalbio.inference.model_file import read_model_file
+from fetalbio.model_file import read_model_file
 
 
 def fold_stage(path: Path) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Data: ingest, label audit, folds, tables, transforms (no torch here).
 
 Public names are re-exported lazily (PEP 562) so that a stage importing one light module does
-not pay for sklearn/scipy imports it does not use.
+not pay for sklearn/scipy imports it does not use. The image reading and safe paths live in
+:mod:`fetalbio.io` (the bottom layer) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ _EXPORTS = {
     "ingest": "ingest",
     "read_ingested": "ingest",
     "subject_from_name": "tables",
-    "ImageReadError": "io",
-    "UnsafePathError": "io",
-    "read_gray8": "io",
-    "safe_join": "io",
+    "ImageReadError": "fetalbio.io",
+    "UnsafePathError": "fetalbio.io",
+    "read_gray8": "fetalbio.io",
+    "safe_join": "fetalbio.io",
     "AuditResult": "labels",
     "audit": "labels",
     "draw_audit_picture": "labels",
@@ -35,5 +36,6 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f"fetalbio.data.{_EXPORTS[name]}"), name)
+        module = _EXPORTS[name]
+        return getattr(importlib.import_module(module if module.startswith("fetalbio.") else f"fetalbio.data.{module}"), name)
     raise AttributeError(f"module 'fetalbio.data' has no attribute {name!r}")

@@ -36,7 +36,7 @@ import pandas as pd
 from fetalbio import POINT_COLUMNS
 from fetalbio.config import DataConfig
 from fetalbio.data.tables import subject_from_name
-from fetalbio.data.io import ImageReadError, UnsafePathError, file_sha256, read_gray8, safe_join, write_png
+from fetalbio.io import ImageReadError, UnsafePathError, file_sha256, read_gray8, safe_join, write_png
 
 TABLE_COLUMNS = [
     "image_name",

@@ -13,9 +13,9 @@ from torch.utils.data import Dataset
 
 from fetalbio import POINT_COLUMNS
 from fetalbio.config import TrainConfig
-from fetalbio.data.io import read_gray8
 from fetalbio.data.transforms import Letterbox, augment, build_augment, normalize
 from fetalbio.geometry.ellipse import ellipse_from_points, ellipse_to_mask
+from fetalbio.io import read_gray8
 from fetalbio.tasks.base import Sample, Task
 
 

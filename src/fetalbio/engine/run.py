@@ -26,15 +26,14 @@ from sklearn.model_selection import GroupShuffleSplit
 
 from fetalbio import POINT_COLUMNS, POINT_NAMES, UNC_COLUMNS
 from fetalbio.config import TrainConfig, VariantConfig
-from fetalbio.data.io import write_png
 from fetalbio.engine import distributed as ddp
 from fetalbio.engine.dataset import BiometryDataset
 from fetalbio.engine.distributed import DistContext
 from fetalbio.engine.train import FitResult, clear_resume, fit, predict, seed_everything, select_device
-from fetalbio.inference.model_file import MODEL_FILE, StageWeights, fold_payload, save_model
+from fetalbio.model_file import MODEL_FILE, StageWeights, fold_payload, save_model
+from fetalbio.io import write_csv, write_json, write_png
 from fetalbio.metrics.landmarks import mre, radial_errors
 from fetalbio.metrics.segmentation import dice
-from fetalbio.reporting import write_csv, write_json
 from fetalbio.tasks import ImagePrediction, Task, build_task
 from fetalbio.variants import get_variant
 
@@ -197,7 +196,7 @@ def train_fold(
     resume_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train ``variant`` on all folds but ``fold``; write into ``out_dir``: ``model.pt`` (a
-    one-stage model file, :func:`~fetalbio.inference.model_file.fold_payload`), ``oof.csv`` (held-out predictions), ``masks/`` (segmentation), ``dvclive/``, ``summary.json``.
+    one-stage model file, :func:`~fetalbio.model_file.fold_payload`), ``oof.csv`` (held-out predictions), ``masks/`` (segmentation), ``dvclive/``, ``summary.json``.
     ``resume_dir``: where :func:`fit` keeps its per-epoch resume file (None: none is written).
 
     A seed ensemble (``vcfg.seeds`` with more than one seed) trains one network per seed, one

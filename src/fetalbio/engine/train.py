@@ -31,7 +31,7 @@ from fetalbio.config import TrainConfig
 from fetalbio.engine import distributed as ddp
 from fetalbio.engine.dataset import BiometryDataset
 from fetalbio.engine.distributed import DistContext
-from fetalbio.reporting.files import write_torch
+from fetalbio.io import write_torch
 from fetalbio.tasks.base import ImagePrediction, Task, average_outputs
 
 

@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from fetalbio.data.io import read_gray8
 from fetalbio.inference.export import n_parameters
-from fetalbio.inference.model_file import LoadedModel
+from fetalbio.model_file import LoadedModel
 from fetalbio.inference.predictor import Measured, Predictor, draw_overlay, measurement_row
+from fetalbio.io import read_gray8
 
 RUNTIME_CHOICES = ("both", "torch", "onnx")
 

@@ -30,7 +30,7 @@ from fetalbio import POINT_COLUMNS, UNC_COLUMNS, __version__
 from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.engine.run import table_hash, train_network
 from fetalbio.engine.train import clear_resume, select_device
-from fetalbio.inference.model_file import MODEL_FILE, StageWeights, concatenate_stages, model_payload, read_model_file, save_model
+from fetalbio.model_file import MODEL_FILE, StageWeights, concatenate_stages, model_payload, read_model_file, save_model
 from fetalbio.tasks import build_task
 from fetalbio.variants import get_variant, refined_name
 
@@ -105,7 +105,7 @@ def refit_all_rows(clean: pd.DataFrame, table_dir: Path, variant: str, vcfg: Var
 
 def gather_folds(fold_files: list[Path]) -> tuple[list[dict], dict]:
     """The fold model files' state dicts, concatenated (every member of every fold), and their
-    calibration averaged over folds (:func:`~fetalbio.inference.model_file.concatenate_stages`)."""
+    calibration averaged over folds (:func:`~fetalbio.model_file.concatenate_stages`)."""
     return concatenate_stages([(p, read_model_file(p)) for p in fold_files])
 
 

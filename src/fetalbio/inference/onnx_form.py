@@ -72,8 +72,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from fetalbio.inference.model_file import LoadedModel, load_model, model_from_raw, read_model_file
-from fetalbio.reporting.files import write_json
+from fetalbio.model_file import LoadedModel, load_model, model_from_raw, read_model_file
+from fetalbio.io import write_json
 from fetalbio.tasks.base import average_outputs
 
 FORMAT = "fetalbio-onnx"

@@ -17,9 +17,9 @@ import pandas as pd
 import torch
 
 from fetalbio import POINT_COLUMNS, POINT_NAMES, UNC_COLUMNS
-from fetalbio.data.io import ImageReadError, read_gray8, write_png
 from fetalbio.data.transforms import Letterbox, network_input
-from fetalbio.inference.model_file import LoadedModel
+from fetalbio.model_file import LoadedModel
+from fetalbio.io import ImageReadError, read_gray8, write_png
 from fetalbio.metrics.biometry import diameters_px, ga_weeks_hadlock, ramanujan_hc
 from fetalbio.geometry.ellipse import Ellipse
 from fetalbio.tasks.base import ImagePrediction, average_outputs, prediction_ellipse

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from fetalbio.config import ConfigError
-from fetalbio.inference.model_file import model_from_raw, read_model_file
+from fetalbio.model_file import model_from_raw, read_model_file
 from fetalbio.inference.predictor import Predictor
 
 RUNTIMES = ("auto", "onnx", "torch")

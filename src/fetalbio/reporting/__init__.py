@@ -1,5 +1,2 @@
-"""Writers for metrics, plots data and reports."""
-
-from fetalbio.reporting.files import write_csv, write_json, write_text
-
-__all__ = ["write_csv", "write_json", "write_text"]
+"""Reports: per-variant evaluation, the comparison of variants and of runs, the model card, the
+review page (the file writers they use are in :mod:`fetalbio.io`)."""

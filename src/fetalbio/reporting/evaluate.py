@@ -65,7 +65,7 @@ def triage_signals(clean: pd.DataFrame, oof: pd.DataFrame, images_root: Path, hc
     """The triage signals (:func:`fetalbio.triage.triage_features`) of every held-out image, in
     ``oof``'s order, from the image, the predicted ellipse, its HC (``hc_mm``, same order) and
     (for a refined method) the first stage's ellipse: the same signals ``fetalbio predict`` computes."""
-    from fetalbio.data.io import read_gray8
+    from fetalbio.io import read_gray8
     from fetalbio.triage import triage_features
 
     paths = clean.set_index("image_name")["image_path"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fetalbio.reporting.files import write_text
+from fetalbio.io import write_text
 
 FLAG_ORDER = {"failed": 0, "uncertain": 1, "ok": 2}
 CARD_WIDTH_PX = 420

@@ -38,11 +38,11 @@ import torch
 from torch.utils.data import Dataset
 
 from fetalbio.config import TrainConfig, VariantConfig
-from fetalbio.data.io import read_gray8
 from fetalbio.data.transforms import augment, build_augment, network_input, normalize
 from fetalbio.geometry.crop import CropJitter, HeadCrop, crop_problem
 from fetalbio.geometry.ellipse import Ellipse, ellipse_endpoints, transform_ellipse
 from fetalbio.geometry.masks import mask_to_ellipse, perimeter_offset_px
+from fetalbio.io import read_gray8
 from fetalbio.tasks.base import ImagePrediction, Sample, average_outputs, prediction_ellipse
 from fetalbio.tasks.segmentation import SegmentationTask, calibration_rows
 from fetalbio.variants import VariantSpec

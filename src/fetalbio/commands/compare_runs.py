@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from fetalbio.reporting import write_json, write_text
-from stages._common import friendly_errors
+from fetalbio.commands._common import friendly_errors
+from fetalbio.io import write_json, write_text
 
 app = typer.Typer(add_completion=False)
 

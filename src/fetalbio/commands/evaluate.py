@@ -8,11 +8,11 @@ from typing import Optional
 import pandas as pd
 import typer
 
+from fetalbio.commands._common import PARAMS_OPTION, friendly_errors
 from fetalbio.config import ConfigError, EvaluateConfig, load_section
 from fetalbio.data.tables import read_clean
-from fetalbio.reporting import write_csv, write_json
+from fetalbio.io import write_csv, write_json
 from fetalbio.variants import VARIANTS, split_refined
-from stages._common import PARAMS_OPTION, friendly_errors
 
 app = typer.Typer(add_completion=False)
 

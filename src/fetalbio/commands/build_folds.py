@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
+from fetalbio.commands._common import PARAMS_OPTION, friendly_errors, read_seed
 from fetalbio.config import FoldsConfig, load_section
 from fetalbio.data.tables import read_clean
-from fetalbio.reporting import write_csv, write_json
-from stages._common import PARAMS_OPTION, friendly_errors, read_seed
+from fetalbio.io import write_csv, write_json
 
 app = typer.Typer(add_completion=False)
 

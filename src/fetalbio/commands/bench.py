@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from stages._common import friendly_errors
+from fetalbio.commands._common import friendly_errors
 
 app = typer.Typer(add_completion=False)
 
@@ -29,7 +29,7 @@ def main(
     the same images; ONNX Runtime / torch ratios per model; the GPU (torch) when present."""
     from fetalbio.inference.bench import run_bench
     from fetalbio.inference.predictor import collect_images
-    from fetalbio.reporting import write_json
+    from fetalbio.io import write_json
 
     try:
         sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]

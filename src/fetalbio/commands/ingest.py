@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
+from fetalbio.commands._common import PARAMS_OPTION, friendly_errors
 from fetalbio.config import DataConfig, load_section
 from fetalbio.data.ingest import IngestError, ingest
-from fetalbio.reporting import write_csv, write_json
-from stages._common import PARAMS_OPTION, friendly_errors
+from fetalbio.io import write_csv, write_json
 
 app = typer.Typer(add_completion=False)
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import typer
 
+from fetalbio.commands._common import PARAMS_OPTION, compared_names, friendly_errors, read_seed
 from fetalbio.config import FinalConfig, TrainConfig, VariantConfig, from_dict, get_key, load_section, merged_train_config, read_params
 from fetalbio.data.tables import read_clean
-from fetalbio.reporting import write_json, write_text
+from fetalbio.io import write_json, write_text
 from fetalbio.variants import split_refined
-from stages._common import PARAMS_OPTION, compared_names, friendly_errors, read_seed
 
 app = typer.Typer(add_completion=False)
 

@@ -7,10 +7,10 @@ from typing import Optional
 
 import typer
 
+from fetalbio.commands._common import PARAMS_OPTION, friendly_errors
 from fetalbio.config import ConfigError
 from fetalbio.data.tables import read_clean
 from fetalbio.variants import VARIANTS
-from stages._common import PARAMS_OPTION, friendly_errors
 
 app = typer.Typer(add_completion=False)
 

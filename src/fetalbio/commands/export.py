@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
+from fetalbio.commands._common import friendly_errors
 from fetalbio.config import ConfigError
-from stages._common import friendly_errors
 
 app = typer.Typer(add_completion=False)
 

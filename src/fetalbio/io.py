@@ -1,14 +1,68 @@
-"""Safe paths and image reading with explicit, recorded conversions."""
+"""The bottom layer: file input and output that every other part of the package shares (it
+imports nothing from fetalbio).
+
+Atomic writers for every file a stage declares (temp file + rename: a kill never leaves a
+half-written output that DVC could cache); safe paths and image reading with explicit, recorded
+conversions; why ``torch.load(weights_only=True)`` refused a file."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any
 
 import cv2
 import numpy as np
+import pandas as pd
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Sorted-key, indented JSON; NaN/inf become null (valid JSON for DVC)."""
+    _atomic_write_text(path, json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n")
+
+
+def write_csv(path: Path, df: pd.DataFrame, float_format: str = "%.6g") -> None:
+    """CSV with a fixed float format so reruns are byte-identical."""
+    _atomic_write_text(path, df.to_csv(index=False, float_format=float_format, lineterminator="\n"))
+
+
+def write_text(path: Path, text: str) -> None:
+    _atomic_write_text(path, text)
+
+
+def write_torch(path: Path, obj: Any) -> None:
+    """``torch.save`` of ``obj`` (plain data and tensors), atomically."""
+    import torch  # lazily: the metrics and reports side of the package does not need torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
 
 
 class UnsafePathError(ValueError):
@@ -107,3 +161,16 @@ def write_png(path: Path, pixels: np.ndarray) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(buf.tobytes())
     os.replace(tmp, path)
+
+
+def load_failure_reason(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line (torch's own message is
+    long, has terminal colour codes and may suggest ``weights_only=False``, which we never do)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if m:
+        return f"it pickles a Python object ({m.group(1)}), not only plain data and tensors; refused by weights_only=True"
+    if isinstance(exc, (EOFError, KeyError)) or any(k in text for k in ("WeightsUnpickler error", "invalid load key", "PytorchStreamReader")):
+        return f"not a torch.save file, or a truncated one ({type(exc).__name__})"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(exc).__name__}: {first[:200]}"

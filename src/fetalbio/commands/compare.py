@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import typer
 
+from fetalbio.commands._common import PARAMS_OPTION, compared_names, friendly_errors
 from fetalbio.config import get_key, read_params
 from fetalbio.data.tables import read_clean
-from fetalbio.reporting import write_csv, write_json, write_text
-from stages._common import PARAMS_OPTION, compared_names, friendly_errors
+from fetalbio.io import write_csv, write_json, write_text
 
 app = typer.Typer(add_completion=False)
 

@@ -9,8 +9,8 @@ from typing import Optional
 
 import typer
 
+from fetalbio.commands._common import friendly_errors
 from fetalbio.config import ConfigError
-from stages._common import friendly_errors
 
 app = typer.Typer(add_completion=False)
 
@@ -70,8 +70,8 @@ def main(
 
     from fetalbio.inference.predictor import collect_images, draw_overlay, measurement_row, writer
     from fetalbio.inference.runtime import open_predictor
+    from fetalbio.io import write_csv
     from fetalbio.reporting.review import write_review
-    from fetalbio.reporting import write_csv
 
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")

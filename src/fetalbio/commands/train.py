@@ -8,10 +8,10 @@ from typing import Optional
 import pandas as pd
 import typer
 
+from fetalbio.commands._common import PARAMS_OPTION, friendly_errors, read_seed
 from fetalbio.config import ConfigError, TrainConfig, VariantConfig, from_dict, get_key, load_section, merged_train_config, read_params
 from fetalbio.data.tables import read_clean
 from fetalbio.variants import VARIANTS
-from stages._common import PARAMS_OPTION, friendly_errors, read_seed
 
 app = typer.Typer(add_completion=False)
 
@@ -25,7 +25,7 @@ def main(
     labels: Path = typer.Option(Path("data/clean/labels.csv"), help="Cleaned label table."),
     folds: Path = typer.Option(Path("data/folds.csv"), help="Fold assignment."),
     images_root: Path = typer.Option(Path("data/ingested"), help="Folder the table's image/mask paths are relative to."),
-    out_dir: Path = typer.Option(..., help="Output folder: model.pt, oof.csv, masks/, dvclive/, summary.json (+ model_seed<s>.pt, dvclive_seed<s>/ per extra seed of a seed ensemble)."),
+    out_dir: Path = typer.Option(..., help="Output folder: model.pt, oof.csv, masks/, dvclive/, summary.json (+ dvclive_seed<s>/ per extra seed of a seed ensemble; model.pt holds every member)."),
     resume_dir: Optional[Path] = typer.Option(None, help="Folder of the per-epoch resume file (outside models/: DVC deletes outs before a rerun); default .resume/<variant>/fold<k>."),
 ) -> None:
     """Train one variant on every fold but FOLD; predict the held-out fold."""

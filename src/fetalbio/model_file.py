@@ -34,7 +34,6 @@ One ``torch.save`` of plain data and tensors only, so it loads with ``weights_on
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ import numpy as np
 import torch
 
 from fetalbio.config import TrainConfig, VariantConfig, from_dict
-from fetalbio.reporting.files import write_torch
+from fetalbio.io import load_failure_reason, write_torch
 from fetalbio.tasks import Task, build_task
 from fetalbio.variants import get_variant
 
@@ -225,19 +224,6 @@ def read_model_file(path: Path) -> dict[str, Any]:
         if missing or not isinstance(st["state_dicts"], list) or not st["state_dicts"]:
             raise ValueError(f"{path}: incomplete {st.get('role')} stage (missing {sorted(missing) or ['state_dicts']})")
     return raw
-
-
-def load_failure_reason(exc: BaseException) -> str:
-    """Why ``torch.load(weights_only=True)`` refused a file, in one line (torch's own message is
-    long, has terminal colour codes and may suggest ``weights_only=False``, which we never do)."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-    if m:
-        return f"it pickles a Python object ({m.group(1)}), not only plain data and tensors; refused by weights_only=True"
-    if isinstance(exc, (EOFError, KeyError)) or any(k in text for k in ("WeightsUnpickler error", "invalid load key", "PytorchStreamReader")):
-        return f"not a torch.save file, or a truncated one ({type(exc).__name__})"
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return f"{type(exc).__name__}: {first[:200]}"
 
 
 def load_stage(path: Path, st: dict[str, Any], device: torch.device | str, weights: bool = True) -> LoadedStage:

@@ -10,8 +10,8 @@ from typing import Any
 import typer
 import yaml
 
+from fetalbio.commands._common import friendly_errors
 from fetalbio.config import ConfigError, TrainConfig, read_params
-from stages._common import friendly_errors
 
 app = typer.Typer(add_completion=False)
 
