@@ -189,3 +189,24 @@ def test_cli_writes_report_and_reports_errors(tmp_path: Path) -> None:
     assert '"mae_diff"' in js.read_text()
     bad = runner.invoke(app, ["compare-runs", spec_a, f"{tmp_path}:missing", "--out", str(out)])
     assert bad.exit_code == 1 and "no per-image table" in bad.output and "Traceback" not in bad.output
+
+
+def test_cli_pairs_several_variants_of_one_run_with_b(tmp_path: Path) -> None:
+    """``RUN_DIR:V1,V2`` pairs each variant with B: one summary row each, in the order given."""
+    base = _table(seed=3)
+    better, worse = base.copy(), base.copy()
+    better["hc_err_mm"] = base["hc_err_mm"] * 0.5
+    worse["hc_err_mm"] = np.sign(base["hc_err_mm"]) * (base["hc_err_mm"].abs() + 2.0)
+    _write(tmp_path / "run", "better", better)
+    _write(tmp_path / "run", "worse", worse)
+    spec_b = _write(tmp_path / "run", "ref", base)
+    out = tmp_path / "vs.md"
+    res = runner.invoke(app, ["compare-runs", f"{tmp_path / 'run'}:worse,better", spec_b, "--out", str(out), "--resamples", "200"])
+    assert res.exit_code == 0, res.output
+    md = out.read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| `")]
+    assert [r.split("`")[1] for r in rows] == [f"{tmp_path / 'run'}:worse", f"{tmp_path / 'run'}:better"]
+    assert "| +2.000 |" in rows[0] and rows[1].split("|")[5].strip().startswith("-")
+    assert md.count("## Paired comparison") == 2
+    bad = runner.invoke(app, ["compare-runs", f"{tmp_path / 'run'}:better,missing", spec_b, "--out", str(out)])
+    assert bad.exit_code == 1 and "missing" in bad.output

@@ -15,7 +15,7 @@ app = typer.Typer(add_completion=False)
 @app.command()
 @friendly_errors(ValueError, FileNotFoundError)
 def main(
-    run_a: str = typer.Argument(..., help="RUN_DIR:VARIANT of run A, e.g. results/full-cpu-4:seg_deeplabv3plus."),
+    run_a: str = typer.Argument(..., help="RUN_DIR:VARIANT of run A, e.g. results/full-cpu-4:seg_deeplabv3plus; RUN_DIR:V1,V2,... pairs each with B (one summary table)."),
     run_b: str = typer.Argument(..., help="RUN_DIR:VARIANT of run B, e.g. results/full-cpu-baseline:seg_unet."),
     out_md: Path = typer.Option(..., "--out", help="Markdown report to write.", dir_okay=False),
     out_json: Path | None = typer.Option(None, "--json", help="The same figures as JSON.", dir_okay=False),
@@ -25,12 +25,17 @@ def main(
     """Pair two runs' out-of-fold HC errors image by image (same images, folds and reference
     required) and report each run's agreement with the sonographer, the MAE difference A - B
     with a subject-bootstrap 95 % interval, the Wilcoxon test and the MAE by HC tercile."""
-    from fetalbio.reporting.runs import compare_runs, read_run, runs_markdown
+    from fetalbio.reporting.runs import compare_runs, read_run, runs_markdown, runs_summary_markdown
 
-    result = compare_runs(read_run(run_a), read_run(run_b), n_boot=resamples, seed=seed)
-    write_text(out_md, runs_markdown(result))
+    run_dir, _, names = run_a.rpartition(":")
+    specs = [f"{run_dir}:{n}" for n in names.split(",")] if "," in names else [run_a]
+    b = read_run(run_b)
+    results = [compare_runs(read_run(spec), b, n_boot=resamples, seed=seed) for spec in specs]
+    write_text(out_md, runs_markdown(results[0]) if len(results) == 1 else runs_summary_markdown(results))
     if out_json is not None:
-        write_json(out_json, result)
-    p = result["paired"]
-    lo, hi = p["mae_diff_ci95"]
-    typer.echo(f"compare-runs: HC MAE {p['mae_a']:.3f} (A) vs {p['mae_b']:.3f} (B) mm on {p['n_images']} images; A - B {p['mae_diff']:+.3f} mm [{lo:+.3f}, {hi:+.3f}] -> {out_md}")
+        write_json(out_json, results[0] if len(results) == 1 else {"comparisons": results})
+    for result in results:
+        p = result["paired"]
+        lo, hi = p["mae_diff_ci95"]
+        typer.echo(f"compare-runs: {result['a']['label']}: HC MAE {p['mae_a']:.3f} (A) vs {p['mae_b']:.3f} (B) mm on {p['n_images']} images; "
+                   f"A - B {p['mae_diff']:+.3f} mm [{lo:+.3f}, {hi:+.3f}] -> {out_md}")

@@ -251,3 +251,26 @@ def runs_markdown(result: dict[str, Any]) -> str:
     for t in p["by_ref_hc_tercile"]:
         lines.append(f"| {t['ref_hc_mm']} | {t['n']} | {t['mae_a']:.3f} | {t['mae_b']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def runs_summary_markdown(results: list[dict[str, Any]]) -> str:
+    """Several :func:`compare_runs` results against one run B (e.g. every new variant against
+    the best so far): one row each, then each full report."""
+    b = results[0]["b"]
+    lines = [
+        f"# Paired comparisons against `{b['label']}` (HC vs the sonographer, out-of-fold)",
+        "",
+        f"B: `{b['label']}` (`{b['table']}`): HC MAE {b['mae']:.3f} mm, bias {b['bias']:.3f} mm, limits {b['loa_low']:.2f} to {b['loa_high']:.2f} mm.",
+        "A - B < 0: A is closer to the sonographer. Interval: 95 %, bootstrap resamples of subjects.",
+        "",
+        "| A | images paired | HC MAE A mm | HC MAE B mm | A - B mm | 95 % interval mm | A closer on | Wilcoxon p |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        p = r["paired"]
+        lo, hi = p["mae_diff_ci95"]
+        lines.append(f"| `{r['a']['label']}` | {p['n_images']} | {p['mae_a']:.3f} | {p['mae_b']:.3f} | {p['mae_diff']:+.3f} | "
+                     f"{lo:+.3f} to {hi:+.3f} | {100 * p['share_a_closer']:.1f} % | {p['wilcoxon_p']:.3g} |")
+    for r in results:
+        lines += ["", runs_markdown(r).replace("# Paired comparison of two runs", "## Paired comparison", 1).rstrip()]
+    return "\n".join(lines) + "\n"
