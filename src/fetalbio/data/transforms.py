@@ -15,13 +15,16 @@ after rounding the resized size, so the round trip is exact to float precision.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import albumentations as A
 import cv2
 import numpy as np
 
 from fetalbio.config import AugmentConfig
 from fetalbio.geometry.points import canonicalize_batch
+
+if TYPE_CHECKING:  # albumentations is imported where augmentation is built: prediction does not need it
+    import albumentations as A
 
 __all__ = ["NORMALIZE_STEPS", "AugmentConfig", "Letterbox", "anisotropic_diffusion", "augment", "build_augment", "network_input", "normalize"]
 
@@ -166,6 +169,8 @@ def network_input(image: np.ndarray, frame, method: str = "zscore") -> np.ndarra
 
 def build_augment(cfg: AugmentConfig) -> A.Compose:
     """Keypoint- and mask-aware augmentation; keypoints leaving the frame are kept (not clipped)."""
+    import albumentations as A
+
     ops: list = []
     if cfg.rotate_deg or cfg.scale or cfg.shift:
         ops.append(A.Affine(rotate=(-cfg.rotate_deg, cfg.rotate_deg), scale=(1 - cfg.scale, 1 + cfg.scale),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pathlib import Path
 
-import albumentations as A
 import cv2
 import numpy as np
 import pandas as pd
@@ -17,6 +18,9 @@ from fetalbio.data.transforms import Letterbox, augment, build_augment, normaliz
 from fetalbio.geometry.ellipse import ellipse_from_points, ellipse_to_mask
 from fetalbio.io import read_gray8
 from fetalbio.tasks.base import Sample, Task
+
+if TYPE_CHECKING:  # only for annotations: augmentation is built by fetalbio.data.transforms.build_augment
+    import albumentations as A
 
 
 def _letterbox_mask(lb: Letterbox, mask: np.ndarray) -> np.ndarray:

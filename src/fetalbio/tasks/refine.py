@@ -24,13 +24,14 @@ original px). The residual per reference-HC tercile is recorded with it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import albumentations as A
 import cv2
 import numpy as np
 import pandas as pd
@@ -46,6 +47,9 @@ from fetalbio.io import read_gray8
 from fetalbio.tasks.base import ImagePrediction, Sample, average_outputs, prediction_ellipse
 from fetalbio.tasks.segmentation import SegmentationTask, calibration_rows
 from fetalbio.variants import VariantSpec
+
+if TYPE_CHECKING:  # only for annotations: augmentation is built by fetalbio.data.transforms.build_augment
+    import albumentations as A
 
 # combine: "mean" reports the mean of the first stage's and the refined ellipse (two partly
 # independent measurements of one head), "refined" the refined ellipse alone
