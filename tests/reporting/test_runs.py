@@ -210,3 +210,25 @@ def test_cli_pairs_several_variants_of_one_run_with_b(tmp_path: Path) -> None:
     assert md.count("## Paired comparison") == 2
     bad = runner.invoke(app, ["compare-runs", f"{tmp_path / 'run'}:better,missing", spec_b, "--out", str(out)])
     assert bad.exit_code == 1 and "missing" in bad.output
+
+
+def test_landmark_mre_is_paired_on_trusted_images_only(tmp_path: Path) -> None:
+    """With point errors in both tables, the per-image MRE (trusted labels only) is paired too."""
+    a = _table(seed=4)
+    rng = np.random.default_rng(5)
+    pts = rng.uniform(1.0, 3.0, (len(a), 4))
+    for i, p in enumerate(("ofd_1", "ofd_2", "bpd_1", "bpd_2")):
+        a[f"err_{p}_mm"] = pts[:, i]
+    a["label_trusted"] = [i % 4 != 0 for i in range(len(a))]  # a quarter untrusted
+    b = a.copy()
+    for p in ("ofd_1", "ofd_2", "bpd_1", "bpd_2"):
+        b[f"err_{p}_mm"] = a[f"err_{p}_mm"] + 0.5
+    b.loc[~a["label_trusted"], "err_ofd_1_mm"] = 99.0  # untrusted rows must not count
+    res = compare_runs(read_run(_write(tmp_path / "A", "v", a)), read_run(_write(tmp_path / "B", "w", b)), n_boot=300)
+    q = res["paired_mre"]
+    assert q["n_images"] == int(a["label_trusted"].sum())
+    assert q["mre_diff"] == pytest.approx(-0.5) and q["mre_diff_ci95"] == pytest.approx([-0.5, -0.5])
+    assert q["mre_a"] == pytest.approx(pts[a["label_trusted"].to_numpy()].mean())
+    assert "MRE" in runs_markdown(res)
+    # tables without point errors: no landmark pairing
+    assert compare_runs(read_run(_write(tmp_path / "C", "v", _table())), read_run(_write(tmp_path / "D", "v", _table())), n_boot=100)["paired_mre"] is None

@@ -38,13 +38,18 @@ from fetalbio.metrics.biometry import errors_by_tercile, measurement_errors
 __all__ = ["RunErrors", "compare_runs", "pair_runs", "read_run", "runs_markdown", "subject_bootstrap_ci"]
 
 REQUIRED_COLUMNS = ("image_name", "fold", "hc_err_mm", "ref_hc_mm")
+# optional: the four points' radial errors and whether the image's landmark labels are trusted,
+# for the per-image MRE the landmark comparison pairs on (evaluate's MRE is over trusted rows)
+LANDMARK_COLUMNS = ("label_trusted", "err_ofd_1_mm", "err_ofd_2_mm", "err_bpd_1_mm", "err_bpd_2_mm")
 _REF_TOL_MM = 1e-3
 
 
 @dataclass(frozen=True)
 class RunErrors:
     """One run's per-image HC errors: ``label`` (``RUN_DIR:VARIANT``), ``path`` of the table and
-    ``table`` with ``image_name``, ``fold``, ``hc_err_mm`` (NaN = failed fit), ``ref_hc_mm``."""
+    ``table`` with ``image_name``, ``fold``, ``hc_err_mm`` (NaN = failed fit), ``ref_hc_mm``, and
+    ``mre_mm`` (mean radial error of the four points on images with trusted landmark labels; NaN
+    elsewhere, or everywhere when the table has no point errors)."""
 
     label: str
     path: Path
@@ -67,7 +72,8 @@ def read_run(spec: str) -> RunErrors:
     missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(missing)} (an evaluate stage's per_image.csv has them)")
-    raw = raw[list(REQUIRED_COLUMNS)].apply(lambda col: col.str.strip())
+    has_points = all(c in raw.columns for c in LANDMARK_COLUMNS)
+    raw = raw[list(REQUIRED_COLUMNS) + (list(LANDMARK_COLUMNS) if has_points else [])].apply(lambda col: col.str.strip())
 
     def _bad(col: str, mask: pd.Series, what: str) -> None:
         if mask.any():
@@ -84,8 +90,15 @@ def read_run(spec: str) -> RunErrors:
     empty_err = raw["hc_err_mm"].str.lower().isin(["", "nan"])
     _bad("hc_err_mm", ~empty_err & ~np.isfinite(num["hc_err_mm"].fillna(np.inf)), "is not a finite number (a failed fit is an empty cell)")
     _bad("ref_hc_mm", ~np.isfinite(num["ref_hc_mm"].fillna(np.inf)), "is not a finite number")
+    mre = pd.Series(np.nan, index=raw.index)
+    if has_points:
+        pts = raw[list(LANDMARK_COLUMNS[1:])].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
+        trusted = raw["label_trusted"].str.lower().isin(["true", "1"]).to_numpy()
+        with np.errstate(all="ignore"):
+            mre = pd.Series(np.where(trusted & np.isfinite(pts).all(axis=1), pts.mean(axis=1), np.nan), index=raw.index)
     table = pd.DataFrame(
-        {"image_name": raw["image_name"], "fold": fold.astype(int), "hc_err_mm": num["hc_err_mm"].where(~empty_err), "ref_hc_mm": num["ref_hc_mm"]}
+        {"image_name": raw["image_name"], "fold": fold.astype(int), "hc_err_mm": num["hc_err_mm"].where(~empty_err), "ref_hc_mm": num["ref_hc_mm"],
+         "mre_mm": mre}
     )
     return RunErrors(spec, path, table.reset_index(drop=True))
 
@@ -131,6 +144,8 @@ def pair_runs(a: RunErrors, b: RunErrors) -> pd.DataFrame:
             "ref_hc_mm": m["ref_hc_mm_a"],
             "err_a": m["hc_err_mm_a"],
             "err_b": m["hc_err_mm_b"],
+            "mre_a": m["mre_mm_a"],
+            "mre_b": m["mre_mm_b"],
         }
     )
     out["subject"] = [subject_from_name(n) for n in out["image_name"]]
@@ -196,7 +211,16 @@ def compare_runs(a: RunErrors, b: RunErrors, n_boot: int = 2000, seed: int = 0) 
         {"ref_hc_mm": f"{x['hc_low_mm']:.1f}-{x['hc_high_mm']:.1f}", "n": int(x["n"]), "mae_a": x["mae"], "mae_b": y["mae"]}
         for x, y in zip(ta, tb)
     ]
+    landmarks = pairs.dropna(subset=["mre_a", "mre_b"])
+    paired_mre = None
+    if len(landmarks):  # both runs have point errors on trusted images: pair their MRE the same way
+        dm = landmarks["mre_a"].to_numpy() - landmarks["mre_b"].to_numpy()
+        mlo, mhi = subject_bootstrap_ci(dm, landmarks["subject"].to_numpy(), n_boot=n_boot, seed=seed)
+        paired_mre = {"n_images": int(len(landmarks)), "mre_a": float(landmarks["mre_a"].mean()), "mre_b": float(landmarks["mre_b"].mean()),
+                      "mre_diff": float(dm.mean()), "mre_diff_ci95": [mlo, mhi], "share_a_closer": float((dm < 0).mean()),
+                      "wilcoxon_p": wilcoxon_paired(landmarks["mre_a"].to_numpy(), landmarks["mre_b"].to_numpy())["p_value"]}
     return {
+        "paired_mre": paired_mre,
         "a": {"label": a.label, "table": str(a.path), **_agreement(pairs["err_a"], pairs["ref_hc_mm"])},
         "b": {"label": b.label, "table": str(b.path), **_agreement(pairs["err_b"], pairs["ref_hc_mm"])},
         "paired": {
@@ -250,6 +274,12 @@ def runs_markdown(result: dict[str, Any]) -> str:
     ]
     for t in p["by_ref_hc_tercile"]:
         lines.append(f"| {t['ref_hc_mm']} | {t['n']} | {t['mae_a']:.3f} | {t['mae_b']:.3f} |")
+    q = result.get("paired_mre")
+    if q is not None:
+        mlo, mhi = q["mre_diff_ci95"]
+        lines += ["", f"Landmarks, paired on the {q['n_images']} images with trusted labels both runs measured: MRE {q['mre_a']:.3f} mm (A) vs "
+                      f"{q['mre_b']:.3f} mm (B); A - B = {q['mre_diff']:+.3f} mm, 95 % interval {mlo:+.3f} to {mhi:+.3f} mm (subjects resampled); "
+                      f"A closer on {100 * q['share_a_closer']:.1f} % of them; Wilcoxon p = {q['wilcoxon_p']:.3g}."]
     return "\n".join(lines) + "\n"
 
 
@@ -263,14 +293,16 @@ def runs_summary_markdown(results: list[dict[str, Any]]) -> str:
         f"B: `{b['label']}` (`{b['table']}`): HC MAE {b['mae']:.3f} mm, bias {b['bias']:.3f} mm, limits {b['loa_low']:.2f} to {b['loa_high']:.2f} mm.",
         "A - B < 0: A is closer to the sonographer. Interval: 95 %, bootstrap resamples of subjects.",
         "",
-        "| A | images paired | HC MAE A mm | HC MAE B mm | A - B mm | 95 % interval mm | A closer on | Wilcoxon p |",
-        "|---|---|---|---|---|---|---|---|",
+        "| A | images paired | HC MAE A mm | HC MAE B mm | A - B mm | 95 % interval mm | A closer on | Wilcoxon p | MRE A mm | MRE B mm | MRE A - B mm | 95 % interval mm |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        p = r["paired"]
+        p, q = r["paired"], r.get("paired_mre")
         lo, hi = p["mae_diff_ci95"]
+        mre = (f"{q['mre_a']:.3f} | {q['mre_b']:.3f} | {q['mre_diff']:+.3f} | {q['mre_diff_ci95'][0]:+.3f} to {q['mre_diff_ci95'][1]:+.3f}"
+               if q is not None else "– | – | – | –")
         lines.append(f"| `{r['a']['label']}` | {p['n_images']} | {p['mae_a']:.3f} | {p['mae_b']:.3f} | {p['mae_diff']:+.3f} | "
-                     f"{lo:+.3f} to {hi:+.3f} | {100 * p['share_a_closer']:.1f} % | {p['wilcoxon_p']:.3g} |")
+                     f"{lo:+.3f} to {hi:+.3f} | {100 * p['share_a_closer']:.1f} % | {p['wilcoxon_p']:.3g} | {mre} |")
     for r in results:
         lines += ["", runs_markdown(r).replace("# Paired comparison of two runs", "## Paired comparison", 1).rstrip()]
     return "\n".join(lines) + "\n"
