@@ -24,7 +24,6 @@ Coordinates are valid inside the image's pixel area: ``-0.5 <= x <= W - 0.5`` an
 from __future__ import annotations
 
 import difflib
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path

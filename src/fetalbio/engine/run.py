@@ -24,16 +24,14 @@ import pandas as pd
 import torch
 from sklearn.model_selection import GroupShuffleSplit
 
-from fetalbio import POINT_COLUMNS, POINT_NAMES, UNC_COLUMNS
+from fetalbio import POINT_COLUMNS, UNC_COLUMNS
 from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.engine import distributed as ddp
 from fetalbio.engine.dataset import BiometryDataset
 from fetalbio.engine.distributed import DistContext
 from fetalbio.engine.train import FitResult, clear_resume, fit, predict, seed_everything, select_device
-from fetalbio.model_file import MODEL_FILE, StageWeights, fold_payload, save_model
 from fetalbio.io import write_csv, write_json, write_png
-from fetalbio.metrics.landmarks import mre, radial_errors
-from fetalbio.metrics.segmentation import dice
+from fetalbio.model_file import MODEL_FILE, StageWeights, fold_payload, save_model
 from fetalbio.tasks import ImagePrediction, Task, build_task
 from fetalbio.variants import get_variant
 

@@ -31,7 +31,6 @@ from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.engine.run import table_hash, train_network
 from fetalbio.engine.train import clear_resume, select_device
 from fetalbio.model_file import MODEL_FILE, StageWeights, concatenate_stages, model_payload, read_model_file, save_model
-from fetalbio.tasks import build_task
 from fetalbio.variants import get_variant, refined_name
 
 SELECTION_METRIC = "HC MAE mm"

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fetalbio import POINT_COLUMNS, POINT_NAMES, UNC_COLUMNS
+from fetalbio import POINT_COLUMNS, UNC_COLUMNS
 from fetalbio.data.transforms import Letterbox, network_input
 from fetalbio.model_file import LoadedModel
 from fetalbio.io import ImageReadError, read_gray8, write_png
