@@ -111,3 +111,15 @@ def test_edge_calibration_in_the_crop_frame_models_a_constant_outline_width(synt
 def test_bad_crop_options_are_refused_with_the_option_named(crop: dict, msg: str) -> None:
     with pytest.raises(ValueError, match=msg):
         _task(**crop)
+
+
+@pytest.mark.parametrize("override,msg", [({"passes": 0}, "crop.passes"), ({"passes": 6}, "crop.passes"), ({"combine": "max"}, "crop.combine")])
+def test_refine_stage_overrides_are_checked_like_the_configuration(tmp_path, override: dict, msg: str) -> None:
+    """``fetalbio refine --passes/--combine`` are refused with the option named, before any fold is read."""
+    import pandas as pd
+
+    from fetalbio.engine.refine_run import refine_heldout
+
+    with pytest.raises(ValueError, match=msg):
+        refine_heldout(pd.DataFrame({"image_name": []}), tmp_path, tmp_path / "coarse", tmp_path / "refine", tmp_path / "out", **override)
+    assert not (tmp_path / "out").exists()

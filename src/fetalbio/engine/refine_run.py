@@ -26,7 +26,7 @@ from fetalbio import POINT_COLUMNS, UNC_COLUMNS
 from fetalbio.engine.run import write_heldout
 from fetalbio.io import read_gray8, write_json
 from fetalbio.tasks import ImagePrediction, RefineTask, prediction_ellipse
-from fetalbio.tasks.refine import reference_ellipse
+from fetalbio.tasks.refine import check_combine, check_passes, reference_ellipse
 
 READ_DTYPES = {"image_name": str, "reason": str, "mask_path": str}
 
@@ -96,6 +96,8 @@ def refine_heldout(clean: pd.DataFrame, table_dir: Path, coarse_dir: Path, refin
     ``out_dir/fold<k>/{oof.csv,masks/,summary.json}``; return the summary over folds.
     ``passes``, ``combine``: instead of the trained ``crop.passes`` / ``crop.combine`` (to
     measure another setting without retraining)."""
+    passes = None if passes is None else check_passes(passes)
+    combine = None if combine is None else check_combine(combine)
     folds = sorted(p for p in Path(coarse_dir).glob("fold*") if (p / "oof.csv").is_file())
     if not folds:
         raise FileNotFoundError(f"no fold*/oof.csv under {coarse_dir}: train the first stage first")
@@ -105,12 +107,8 @@ def refine_heldout(clean: pd.DataFrame, table_dir: Path, coarse_dir: Path, refin
         fold = int(fold_dir.name[len("fold"):])
         task, nets = load_refine_networks(Path(refine_dir) / f"fold{fold}", fold)
         if passes is not None:
-            if not 1 <= passes <= 5:
-                raise ValueError(f"passes must be in 1..5, got {passes}")
             task.passes = passes
         if combine is not None:
-            if combine not in ("mean", "refined"):
-                raise ValueError(f"combine must be 'mean' or 'refined', got {combine!r}")
             task.combine = combine
         oof = pd.read_csv(fold_dir / "oof.csv", dtype=READ_DTYPES, keep_default_na=True)
         missing = sorted(set(oof["image_name"]) - set(by_name.index))

@@ -62,6 +62,20 @@ def reference_ellipse(mask01: np.ndarray) -> Ellipse | None:
     return res.ellipse if res.ok else None
 
 
+def check_passes(value: object) -> int:
+    """``crop.passes`` (the configuration, or ``fetalbio refine --passes``), checked."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 5:
+        raise ValueError(f"crop.passes must be an integer in 1..5, got {value!r}")
+    return value
+
+
+def check_combine(value: object) -> str:
+    """``crop.combine`` (the configuration, or ``fetalbio refine --combine``), checked."""
+    if value not in ("mean", "refined"):
+        raise ValueError(f"crop.combine must be 'mean' or 'refined', got {value!r}")
+    return str(value)
+
+
 class RefineTask(SegmentationTask):
     family = "refine"
     standalone = False  # needs a coarse ellipse: no held-out predictions of its own
@@ -75,13 +89,9 @@ class RefineTask(SegmentationTask):
         self.span = float(crop["span"])
         if not 1.0 < self.span <= 3.0:
             raise ValueError(f"crop.span must be in (1, 3] long axes, got {self.span}")
-        self.passes = crop["passes"]
-        if isinstance(self.passes, bool) or not isinstance(self.passes, int) or not 1 <= self.passes <= 5:
-            raise ValueError(f"crop.passes must be an integer in 1..5, got {self.passes!r}")
+        self.passes = check_passes(crop["passes"])
         self.jitter = CropJitter(**crop["jitter"])
-        self.combine = crop["combine"]
-        if self.combine not in ("mean", "refined"):
-            raise ValueError(f"crop.combine must be 'mean' or 'refined', got {self.combine!r}")
+        self.combine = check_combine(crop["combine"])
         self.crop_size = (tcfg.input_width, tcfg.input_height)
         self.normalize_method = tcfg.normalize
         self.edge_offset_per_crop_px = 0.0
