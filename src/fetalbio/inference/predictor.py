@@ -115,10 +115,14 @@ class Predictor:
     def predict_arrays(self, images: Sequence[np.ndarray], pre: Sequence[tuple[torch.Tensor, Letterbox]] | None = None) -> list[ImagePrediction]:
         """Predictions in original-image pixels for ``(H, W)`` uint8 images (any sizes): the
         first stage, then the refinement stage when the model has one."""
-        coarse = self.predict_coarse(images, pre)
+        return self.refine(images, self.predict_coarse(images, pre))
+
+    def refine(self, images: Sequence[np.ndarray], coarse: list[ImagePrediction]) -> list[ImagePrediction]:
+        """The refinement stage on the first stage's predictions of ``images`` (unchanged for a
+        one-stage model)."""
         if self.model.refine is None or not coarse:
             return coarse
-        return self.model.refine.tasks[0].refine([], images, coarse, forward=self.forward_refine)
+        return self.model.refine.tasks[0].refine([], list(images), coarse, forward=self.forward_refine)
 
     def flag(self, p: ImagePrediction, size: tuple[int, int] | None = None, image: np.ndarray | None = None, pixel_size_mm: float = math.nan) -> tuple[str, str]:
         """``failed``: no measurement, or a degenerate one (a diameter under
