@@ -90,6 +90,12 @@ class LoadedModel:
         return str(self.meta.get("method", self.variant))
 
 
+def stage_role(variant: str) -> str:
+    """The role a variant's networks play in a model file: ``refine`` for the refinement
+    stage, ``coarse`` for every first stage."""
+    return "refine" if get_variant(variant).family == "refine" else "coarse"
+
+
 @dataclass
 class StageWeights:
     """What :func:`model_payload` stores of one stage."""
@@ -137,15 +143,7 @@ def model_payload(
         if refine.role != "refine":
             raise ValueError(f"the second stage must have role 'refine', got {refine.role!r}")
         stages.append(refine)
-    return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "method": variant if refine is None else f"{variant}_refined",
-        "stages": [st.payload() for st in stages],
-        "uncertainty_threshold_px": None if uncertainty_threshold_px is None else float(uncertainty_threshold_px),
-        "uncertain_quantile": float(uncertain_quantile),
-        "provenance": provenance,
-    }
+    return _file_payload(variant if refine is None else f"{variant}_refined", stages, provenance, uncertainty_threshold_px, uncertain_quantile)
 
 
 def fold_payload(stage: StageWeights, provenance: dict[str, Any]) -> dict[str, Any]:
@@ -153,13 +151,19 @@ def fold_payload(stage: StageWeights, provenance: dict[str, Any]) -> dict[str, A
     stage, ``refine`` for the refinement network); ``provenance`` holds ``fold`` and the members'
     seeds. A fold file of a first stage measures like an exported model (no uncertainty
     threshold: that is measured on every fold's held-out predictions)."""
+    return _file_payload(stage.variant, [stage], provenance)
+
+
+def _file_payload(method: str, stages: list[StageWeights], provenance: dict[str, Any],
+                  uncertainty_threshold_px: float | None = None, uncertain_quantile: float | None = None) -> dict[str, Any]:
+    """The file's top level, shared by the exported model and the fold files."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "method": stage.variant,
-        "stages": [stage.payload()],
-        "uncertainty_threshold_px": None,
-        "uncertain_quantile": None,
+        "method": method,
+        "stages": [st.payload() for st in stages],
+        "uncertainty_threshold_px": None if uncertainty_threshold_px is None else float(uncertainty_threshold_px),
+        "uncertain_quantile": None if uncertain_quantile is None else float(uncertain_quantile),
         "provenance": provenance,
     }
 
@@ -232,7 +236,7 @@ def load_stage(path: Path, st: dict[str, Any], device: torch.device | str, weigh
     variant, role = st["variant"], st["role"]
     vcfg = from_dict(VariantConfig, st["variant_cfg"], f"{path}: {role} variant_cfg")
     tcfg = from_dict(TrainConfig, st["train_cfg"], f"{path}: {role} train_cfg")
-    if (get_variant(variant).family == "refine") != (role == "refine"):
+    if stage_role(variant) != role:
         raise ValueError(f"{path}: the {role} stage holds variant {variant!r}")
     tasks = []
     for i, sd in enumerate(st["state_dicts"] if weights else [None]):

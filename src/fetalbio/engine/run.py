@@ -31,7 +31,7 @@ from fetalbio.engine.dataset import BiometryDataset
 from fetalbio.engine.distributed import DistContext
 from fetalbio.engine.train import FitResult, clear_resume, fit, predict, seed_everything, select_device
 from fetalbio.io import write_csv, write_json, write_png
-from fetalbio.model_file import MODEL_FILE, StageWeights, fold_payload, save_model
+from fetalbio.model_file import MODEL_FILE, StageWeights, fold_payload, save_model, stage_role
 from fetalbio.tasks import ImagePrediction, Task, build_task
 from fetalbio.variants import get_variant
 
@@ -241,7 +241,7 @@ def train_fold(
             preds = predict(task, held_ds, tcfg, device, models=[m.task.model for m in members])
             write_heldout(out_dir, held, preds, fold, with_masks=task.needs_mask)
 
-        stage = StageWeights("refine" if spec.family == "refine" else "coarse", variant, vcfg, tcfg, [m.task.model.state_dict() for m in members], calibration or {})
+        stage = StageWeights(stage_role(variant), variant, vcfg, tcfg, [m.task.model.state_dict() for m in members], calibration or {})
         save_model(out_dir / MODEL_FILE, fold_payload(stage, {
             "fold": fold,
             "member_seeds": [m.seed for m in members],
