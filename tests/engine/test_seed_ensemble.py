@@ -22,6 +22,7 @@ from fetalbio.inference.export import export_final, gather_folds
 from fetalbio.model_file import load_model, read_model_file
 from fetalbio.reporting.model_card import model_card
 from fetalbio.tasks import build_task
+from fold_files import fold_stage, fold_weights
 
 HELD = 1
 SEED = 42
@@ -50,10 +51,6 @@ def runs(synth_clean, tiny_arch, tmp_path_factory) -> dict[str, Any]:
     return out
 
 
-def _weights(path: Path, member: int = 0) -> dict[str, torch.Tensor]:
-    return read_model_file(path)["stages"][0]["state_dicts"][member]
-
-
 def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -64,10 +61,10 @@ def test_each_member_is_the_one_seed_training(runs) -> None:
     assert sorted(p.name for p in ens.glob("*.pt")) == ["model.pt"]
     raw = read_model_file(ens / "model.pt")
     assert len(raw["stages"][0]["state_dicts"]) == 2 and raw["provenance"]["member_seeds"] == [SEED, OTHER]
-    assert _same(_weights(ens / "model.pt", 0), _weights(runs["single_a"]["dir"] / "model.pt"))
-    assert _same(_weights(ens / "model.pt", 1), _weights(runs["single_b"]["dir"] / "model.pt"))
-    assert not _same(_weights(ens / "model.pt", 0), _weights(ens / "model.pt", 1))
-    assert len(read_model_file(runs["single_a"]["dir"] / "model.pt")["stages"][0]["state_dicts"]) == 1
+    assert _same(fold_weights(ens / "model.pt", 0), fold_weights(runs["single_a"]["dir"] / "model.pt"))
+    assert _same(fold_weights(ens / "model.pt", 1), fold_weights(runs["single_b"]["dir"] / "model.pt"))
+    assert not _same(fold_weights(ens / "model.pt", 0), fold_weights(ens / "model.pt", 1))
+    assert len(fold_stage(runs["single_a"]["dir"] / "model.pt")["state_dicts"]) == 1
 
 
 def test_summary_logs_and_resume_files(runs) -> None:
@@ -125,7 +122,7 @@ def test_a_kill_in_the_second_member_resumes_both(runs, monkeypatch) -> None:
     assert not resume.exists()
     assert (out / "oof.csv").read_bytes() == (r["dir"] / "oof.csv").read_bytes()
     for i in range(2):
-        assert _same(_weights(out / "model.pt", i), _weights(r["dir"] / "model.pt", i))
+        assert _same(fold_weights(out / "model.pt", i), fold_weights(r["dir"] / "model.pt", i))
 
 
 def _held(runs) -> pd.DataFrame:
@@ -143,7 +140,7 @@ def test_held_out_predictions_decode_the_averaged_outputs(runs) -> None:
     tasks = []
     for i in range(2):
         t = build_task("hm_unet", r["vcfg"], TCFG)
-        t.model.load_state_dict(_weights(r["dir"] / "model.pt", i))
+        t.model.load_state_dict(fold_weights(r["dir"] / "model.pt", i))
         tasks.append(t)
     ds = BiometryDataset(held, d, tasks[0], TCFG, train=False, with_targets=False)
     preds = predict(tasks[0], ds, TCFG, torch.device("cpu"), models=[t.model for t in tasks])
@@ -157,7 +154,7 @@ def test_held_out_predictions_decode_the_averaged_outputs(runs) -> None:
 
 def test_segmentation_members_share_the_calibration(runs) -> None:
     r = runs["seg_ens"]
-    stage = read_model_file(r["dir"] / "model.pt")["stages"][0]
+    stage = fold_stage(r["dir"] / "model.pt")
     assert len(stage["state_dicts"]) == 2 and stage["calibration"] == r["summary"]["calibration"]
     assert stage["calibration"]["edge_offset_n"] > 0
     # exported from the folds, the fold's calibration counts once, not once per member
@@ -183,14 +180,14 @@ def test_final_exports_every_member(runs, tmp_path: Path, monkeypatch, source: s
     assert len(loaded.tasks) == n_networks
     weights = [t.model.state_dict() for t in loaded.tasks]
     if source == "folds":  # the fold's members, as trained
-        assert _same(weights[0], _weights(r["dir"] / "model.pt", 0)) and _same(weights[1], _weights(r["dir"] / "model.pt", 1))
+        assert _same(weights[0], fold_weights(r["dir"] / "model.pt", 0)) and _same(weights[1], fold_weights(r["dir"] / "model.pt", 1))
         assert summary["train"]["fold_member_best_epochs"] == [[m["best_epoch"] for m in r["summary"]["members"]]]
         assert "a seed ensemble per fold (seeds 42, 7)" in model_card(summary, {"n_images": 16}, "synthetic", 16)
     else:  # one refit per seed, on all rows: not the fold members
         assert summary["train"]["member_seeds"] == [SEED, OTHER] and len(summary["train"]["members"]) == 2
         assert "train_seconds" not in json.dumps(summary["train"]), "final.json must not change from rerun to rerun"
         assert not _same(weights[0], weights[1])
-        assert not _same(weights[0], _weights(r["dir"] / "model.pt"))
+        assert not _same(weights[0], fold_weights(r["dir"] / "model.pt"))
         card = model_card(summary, {"n_images": 16}, "synthetic", 16)
         assert f"Seed ensemble, refit once per seed ({SEED}, {OTHER})" in card
 
