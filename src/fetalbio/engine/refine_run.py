@@ -25,6 +25,7 @@ import torch
 from fetalbio import POINT_COLUMNS, UNC_COLUMNS
 from fetalbio.engine.run import write_heldout
 from fetalbio.io import read_gray8, write_json
+from fetalbio.model_file import MODEL_FILE, load_stage, read_model_file
 from fetalbio.tasks import ImagePrediction, RefineTask, prediction_ellipse
 from fetalbio.tasks.refine import check_combine, check_passes, reference_ellipse
 
@@ -34,8 +35,6 @@ READ_DTYPES = {"image_name": str, "reason": str, "mask_path": str}
 def load_refine_networks(fold_dir: Path, fold: int | None = None, device: torch.device | str = "cpu") -> tuple[RefineTask, list[torch.nn.Module]]:
     """The refinement task (with its calibration) and network(s) of one fold folder, rebuilt by
     the model file's stage loader (:func:`~fetalbio.model_file.load_stage`)."""
-    from fetalbio.model_file import MODEL_FILE, load_stage, read_model_file
-
     path = Path(fold_dir) / MODEL_FILE
     raw = read_model_file(path)
     st = raw["stages"][0]
