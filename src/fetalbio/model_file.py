@@ -36,15 +36,17 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from fetalbio.config import TrainConfig, VariantConfig, from_dict
 from fetalbio.io import load_failure_reason, write_torch
 from fetalbio.tasks import Task, build_task
 from fetalbio.variants import get_variant
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "fetalbio-model"
 FORMAT_VERSION = 2
@@ -203,6 +205,8 @@ def read_model_file(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
+    import torch  # here, not at the top: decoding a model's ONNX form needs no torch
+
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickled objects other than plain data and tensors are refused here
@@ -240,14 +244,15 @@ def load_stage(path: Path, st: dict[str, Any], device: torch.device | str, weigh
         raise ValueError(f"{path}: the {role} stage holds variant {variant!r}")
     tasks = []
     for i, sd in enumerate(st["state_dicts"] if weights else [None]):
-        task = build_task(variant, vcfg, tcfg)
+        task = build_task(variant, vcfg, tcfg, network=weights)
         if sd is not None:
             try:
                 task.model.load_state_dict(sd)
             except RuntimeError as exc:
                 raise ValueError(f"{path}: {role} state dict {i} does not fit variant {variant!r}: {str(exc).splitlines()[0]}") from None
         task.set_calibration(st["calibration"])
-        task.model.to(device).eval()
+        if task.model is not None:
+            task.model.to(device).eval()
         tasks.append(task)
     return LoadedStage(role, variant, tasks, tcfg)
 

@@ -23,7 +23,9 @@ The combiner (:class:`Triage`) is a ridge regression of ``log(|HC error| + 0.2 m
 standardised signals (scikit-learn), fitted on out-of-fold predictions. Its prediction,
 ``uncertainty = exp(...)``, is the typical |HC error| in mm. The 90 % interval is
 ``HC ± c · uncertainty`` with ``c`` the split-conformal 90 % quantile of ``|error| /
-uncertainty`` on the rows it was fitted on. ``uncertain``: uncertainty above the
+uncertainty`` over the rows it was fitted on, each row's uncertainty cross-fitted (from a ridge
+fitted on the other folds: calibrated on its own fit, the interval under-covered the largest
+heads, 86 % instead of 90 %). ``uncertain``: uncertainty above the
 ``1 - flag_share`` quantile of the fitted rows, or a skull outline weaker than all but
 ``SOFT_QUANTILE`` of them (:data:`WEAK_RING_SIGNAL`). ``failed`` (no measurement is reported): no
 ellipse, or a plausibility signal (``PLAUSIBILITY``) outside the range seen on the fitted rows
@@ -126,8 +128,14 @@ class Triage:
 
     # -- fitting -------------------------------------------------------------------------------
     @classmethod
-    def fit(cls, feats: pd.DataFrame, abs_err_mm: np.ndarray, flag_share: float = 0.06, alpha: float = 1.0, margin: float = 0.1) -> "Triage":
-        """Fit on rows with a finite error (measured predictions) and their signals."""
+    def fit(cls, feats: pd.DataFrame, abs_err_mm: np.ndarray, flag_share: float = 0.06, alpha: float = 1.0, margin: float = 0.1,
+            groups: np.ndarray | None = None) -> "Triage":
+        """Fit on rows with a finite error (measured predictions) and their signals.
+
+        ``groups`` (e.g. the rows' folds): the conformal factor is then set on cross-fitted
+        uncertainties -- each group's from a ridge fitted on the other groups -- rather than on
+        the ridge's own fit, which is tighter on the rows it was fitted on than on new ones
+        (an interval calibrated in-sample under-covers)."""
         from sklearn.linear_model import Ridge
 
         err = np.asarray(abs_err_mm, dtype=np.float64)
@@ -143,7 +151,14 @@ class Triage:
         y = np.log(err[ok] + ERROR_FLOOR_MM)
         reg = Ridge(alpha=alpha).fit(Z, y)
         u = np.exp(reg.predict(Z))
-        ratio = np.sort(err[ok] / u)
+        u_cal = u
+        g = None if groups is None else np.asarray(groups)[ok]
+        if g is not None and len(set(g.tolist())) >= 2:
+            u_cal = np.empty_like(u)
+            for v in sorted(set(g.tolist())):
+                held = g == v
+                u_cal[held] = np.exp(Ridge(alpha=alpha).fit(Z[~held], y[~held]).predict(Z[held]))
+        ratio = np.sort(err[ok] / u_cal)
         n = ratio.size
         k = min(n - 1, math.ceil((n + 1) * COVERAGE) - 1)  # split-conformal quantile
         ranges = {}
@@ -219,7 +234,7 @@ def nested_triage(feats: pd.DataFrame, abs_err_mm: np.ndarray, hc_mm: np.ndarray
     out = []
     for k in sorted(set(folds)):
         test = folds == k
-        comb = Triage.fit(feats[~test].reset_index(drop=True), np.asarray(abs_err_mm)[~test], **kw)
+        comb = Triage.fit(feats[~test].reset_index(drop=True), np.asarray(abs_err_mm)[~test], groups=np.asarray(folds)[~test], **kw)
         out.append(comb.assess(feats[test], np.asarray(hc_mm)[test], np.asarray(measured)[test]))
     return pd.concat(out).reindex(feats.index)
 

@@ -14,7 +14,8 @@ from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.geometry.ellipse import Ellipse, ellipse_to_mask
 from fetalbio.tasks import build_task
 from fetalbio.tasks.base import ImagePrediction
-from fetalbio.tasks.refine import CropDataset, ellipse_prediction
+from fetalbio.tasks.crop_dataset import CropDataset
+from fetalbio.tasks.refine import ellipse_prediction
 
 TCFG = TrainConfig(input_width=160, input_height=128, device="cpu")
 
@@ -36,11 +37,11 @@ def _image(e: Ellipse, size=(800, 540)) -> np.ndarray:
     return (ellipse_to_mask(e, size) > 0).astype(np.uint8) * 200 + 20
 
 
-@pytest.mark.parametrize("passes", [1, 2])
-def test_refinement_recovers_the_semi_axes_from_a_perturbed_coarse_ellipse(passes: int) -> None:
+@pytest.mark.parametrize("passes,tta", [(1, "none"), (2, "none"), (1, "hflip"), (1, "hvflip")])
+def test_refinement_recovers_the_semi_axes_from_a_perturbed_coarse_ellipse(passes: int, tta: str) -> None:
     truth = Ellipse(390.3, 262.8, 150.4, 118.7, 0.7)
     coarse = Ellipse(398.0, 255.0, 150.4 * 1.08, 118.7 * 0.93, 0.7 + math.radians(9))
-    task = _task(passes=passes)
+    task = _task(passes=passes, tta=tta)
     (p,) = task.refine([Oracle()], [_image(truth)], [ellipse_prediction(coarse)])
     got = Ellipse(*p.extra["ellipse"])
     # the rasterised drawing itself is the reference: within 1 px of the drawn semi-axes
@@ -48,6 +49,39 @@ def test_refinement_recovers_the_semi_axes_from_a_perturbed_coarse_ellipse(passe
     assert math.hypot(got.cx - truth.cx, got.cy - truth.cy) < 1.0
     assert p.extra["coarse_ellipse"] == pytest.approx(coarse.as_tuple())
     assert p.extra["refine_passes"] == passes
+
+
+class Ramp(torch.nn.Module):
+    """Not mirror-symmetric: the input plus a ramp across the width (and a smaller one down)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        return x + torch.linspace(0, 1, w) + 0.5 * torch.linspace(0, 1, h)[:, None]
+
+
+@pytest.mark.parametrize("tta", ["hflip", "hvflip"])
+def test_test_time_mirroring_maps_each_view_back_before_averaging(tta: str) -> None:
+    """Each mirrored crop's output is mirrored back: the ramp averages to its mean, the image
+    part stays in place (on torch and on numpy, e.g. ONNX Runtime, outputs alike)."""
+    from fetalbio.tasks.refine import TTA_VIEWS, _flip, _views_mean
+
+    views = TTA_VIEWS[tta]
+    x = np.random.default_rng(0).standard_normal((3, 1, 8, 10)).astype(np.float32)
+    xv = np.concatenate([_flip(x, ax) for ax in views])
+    got_torch = _views_mean(Ramp()(torch.from_numpy(xv)), 3, views).numpy()
+    got_numpy = _views_mean(Ramp()(torch.from_numpy(xv)).numpy(), 3, views)
+    ramp = Ramp()(torch.zeros(1, 1, 8, 10)).numpy()
+    want = x + np.mean([_flip(ramp, ax) for ax in views], axis=0)
+    np.testing.assert_allclose(got_torch, want, atol=1e-6)
+    np.testing.assert_allclose(got_numpy, want, atol=1e-6)
+    # the Oracle segments the mirrored crops as the crop itself: mirroring changes nothing
+    task = _task()
+    img = _image(Ellipse(400.0, 270.0, 150.0, 110.0, 0.3))
+    coarse = ellipse_prediction(Ellipse(405.0, 265.0, 155.0, 105.0, 0.4))
+    (plain,) = task.refine([Oracle()], [img], [coarse])
+    task.tta = tta
+    (mirrored,) = task.refine([Oracle()], [img], [coarse])
+    assert mirrored.extra["ellipse"] == pytest.approx(plain.extra["ellipse"], abs=1e-6)
 
 
 def test_combine_mean_reports_the_mean_of_both_stages() -> None:
@@ -107,15 +141,17 @@ def test_edge_calibration_in_the_crop_frame_models_a_constant_outline_width(synt
 
 
 @pytest.mark.parametrize("crop,msg", [({"span": 0.9}, "crop.span"), ({"passes": 0}, "crop.passes"), ({"zoom": 2}, "unknown crop option"),
-                                      ({"jitter": {"flip": 2}}, "jitter.flip"), ({"combine": "max"}, "crop.combine")])
+                                      ({"jitter": {"flip": 2}}, "jitter.flip"), ({"combine": "max"}, "crop.combine"),
+                                      ({"tta": "rot90"}, "crop.tta")])
 def test_bad_crop_options_are_refused_with_the_option_named(crop: dict, msg: str) -> None:
     with pytest.raises(ValueError, match=msg):
         _task(**crop)
 
 
-@pytest.mark.parametrize("override,msg", [({"passes": 0}, "crop.passes"), ({"passes": 6}, "crop.passes"), ({"combine": "max"}, "crop.combine")])
+@pytest.mark.parametrize("override,msg", [({"passes": 0}, "crop.passes"), ({"passes": 6}, "crop.passes"), ({"combine": "max"}, "crop.combine"),
+                                          ({"tta": "flip"}, "crop.tta")])
 def test_refine_stage_overrides_are_checked_like_the_configuration(tmp_path, override: dict, msg: str) -> None:
-    """``fetalbio refine --passes/--combine`` are refused with the option named, before any fold is read."""
+    """``fetalbio refine --passes/--combine/--tta`` are refused with the option named, before any fold is read."""
     import pandas as pd
 
     from fetalbio.engine.refine_run import refine_heldout

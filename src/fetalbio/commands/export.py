@@ -21,7 +21,7 @@ def main(
     out: Optional[Path] = typer.Option(None, help="The graph's path (default: the model file with .onnx); the manifest is <out>.json."),
 ) -> None:
     """Write a model file's ONNX form (graph + JSON manifest), checked against torch."""
-    from fetalbio.inference.onnx_form import export_onnx
+    from fetalbio.inference.onnx_export import export_onnx
 
     if format != "onnx":
         raise ConfigError(f"--format must be onnx, got {format!r}")

@@ -68,7 +68,7 @@ def main(
                            log_root=logs, resume_root=Path(".resume") / "final", per_image=read_per_image(plots_dir / method / "per_image.csv"))
     onnx_note = ""
     if onnx:
-        from fetalbio.inference.onnx_form import export_onnx
+        from fetalbio.inference.onnx_export import export_onnx
 
         graph, manifest_path, _ = export_onnx(out)
         onnx_note = f" + {graph.name}, {manifest_path.name}"

@@ -66,25 +66,19 @@ def main(
     An unreadable image becomes a `failed` row with the reason (exit code 0, with a warning).
     Which runtime ran the networks is said on stderr.
     """
-    import torch
-
     from fetalbio.inference.predictor import collect_images, draw_overlay, measurement_row, writer
-    from fetalbio.inference.runtime import open_predictor
+    from fetalbio.inference.runtime import open_predictor, resolve_device
     from fetalbio.io import write_csv
     from fetalbio.reporting.review import write_review
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda but CUDA is not available")
-    dev = torch.device("cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
-    if runtime == "onnx" and device == "auto":
-        dev = torch.device("cpu")  # ONNX Runtime runs on the CPU here
-    if threads:
-        torch.set_num_threads(threads)
+    dev = resolve_device(device, runtime)  # torch is imported only where the networks run in it
     lookup = _spacing_lookup(spacing, pixel_size)
     paths, names = collect_images([*images, *(more_images or [])])
     predictor, note = open_predictor(model, runtime, dev, threads)
+    if threads and predictor.runtime == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
     typer.echo(note, err=True)
     loaded = predictor.model
     if masks is not None and loaded.family != "segmentation":
@@ -106,5 +100,5 @@ def main(
     counts = table["flag"].value_counts().to_dict()
     for r in table[table["flag"] == "failed"].itertuples(index=False):
         typer.secho(f"warning: {r.image_name}: failed ({r.reason})", fg=typer.colors.YELLOW, err=True)
-    typer.echo(f"predict: {len(table)} images with {loaded.method} on {predictor.device.type} ({predictor.runtime}): "
+    typer.echo(f"predict: {len(table)} images with {loaded.method} on {predictor.device_type} ({predictor.runtime}): "
                + ", ".join(f"{counts.get(f, 0)} {f}" for f in ("ok", "uncertain", "failed")) + f" -> {out}")

@@ -27,6 +27,7 @@ def main(
     out_dir: Path = typer.Option(..., help="models/<variant>_refined: fold*/oof.csv, masks/, summary.json."),
     passes: Optional[int] = typer.Option(None, help="Crop passes instead of the trained crop.passes (to measure another number; not used by dvc.yaml)."),
     combine: Optional[str] = typer.Option(None, help="mean | refined instead of the trained crop.combine (not used by dvc.yaml)."),
+    tta: Optional[str] = typer.Option(None, help="none | hflip | hvflip instead of the trained crop.tta (not used by dvc.yaml)."),
 ) -> None:
     """Refine every fold's held-out coarse ellipses with the refinement network of that fold."""
     from fetalbio.engine.refine_run import refine_heldout
@@ -34,6 +35,6 @@ def main(
     if variant not in VARIANTS or not VARIANTS[variant].standalone_family:
         raise ConfigError(f"unknown first-stage variant {variant!r}")
     del params  # the refinement settings travel in its checkpoints
-    totals = refine_heldout(read_clean(labels), images_root, coarse_dir, refine_dir, out_dir, passes=passes, combine=combine)
+    totals = refine_heldout(read_clean(labels), images_root, coarse_dir, refine_dir, out_dir, passes=passes, combine=combine, tta=tta)
     kept = ", ".join(f"{k}: {v}" for k, v in totals["kept_reasons"].items()) or "none"
     typer.echo(f"refine {variant}: {totals['n_refined']}/{totals['n_images']} refined, {totals['n_kept_coarse']} kept coarse ({kept}) -> {out_dir}")

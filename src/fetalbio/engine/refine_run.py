@@ -27,7 +27,7 @@ from fetalbio.engine.run import write_heldout
 from fetalbio.io import read_gray8, write_json
 from fetalbio.model_file import MODEL_FILE, load_stage, read_model_file
 from fetalbio.tasks import ImagePrediction, RefineTask, prediction_ellipse
-from fetalbio.tasks.refine import check_combine, check_passes, reference_ellipse
+from fetalbio.tasks.refine import check_combine, check_passes, check_tta, reference_ellipse
 
 READ_DTYPES = {"image_name": str, "reason": str, "mask_path": str}
 
@@ -90,13 +90,14 @@ def _spread(errs: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def refine_heldout(clean: pd.DataFrame, table_dir: Path, coarse_dir: Path, refine_dir: Path, out_dir: Path, batch_size: int = 16,
-                   passes: int | None = None, combine: str | None = None) -> dict[str, Any]:
+                   passes: int | None = None, combine: str | None = None, tta: str | None = None) -> dict[str, Any]:
     """Refine every fold of ``coarse_dir`` with the same fold of ``refine_dir``; write
     ``out_dir/fold<k>/{oof.csv,masks/,summary.json}``; return the summary over folds.
-    ``passes``, ``combine``: instead of the trained ``crop.passes`` / ``crop.combine`` (to
-    measure another setting without retraining)."""
+    ``passes``, ``combine``, ``tta``: instead of the trained ``crop.passes`` /
+    ``crop.combine`` / ``crop.tta`` (to measure another setting without retraining)."""
     passes = None if passes is None else check_passes(passes)
     combine = None if combine is None else check_combine(combine)
+    tta = None if tta is None else check_tta(tta)
     folds = sorted(p for p in Path(coarse_dir).glob("fold*") if (p / "oof.csv").is_file())
     if not folds:
         raise FileNotFoundError(f"no fold*/oof.csv under {coarse_dir}: train the first stage first")
@@ -109,6 +110,8 @@ def refine_heldout(clean: pd.DataFrame, table_dir: Path, coarse_dir: Path, refin
             task.passes = passes
         if combine is not None:
             task.combine = combine
+        if tta is not None:
+            task.tta = tta
         oof = pd.read_csv(fold_dir / "oof.csv", dtype=READ_DTYPES, keep_default_na=True)
         missing = sorted(set(oof["image_name"]) - set(by_name.index))
         if missing:
@@ -148,6 +151,7 @@ def refine_heldout(clean: pd.DataFrame, table_dir: Path, coarse_dir: Path, refin
             # counted by kind (the rows' own reasons keep the numbers)
             "kept_reasons": pd.Series([(k or "coarse failed").split(" (")[0] for k in kept], dtype=object).value_counts().to_dict() if kept else {},
             "passes": task.passes,
+            "tta": task.tta,
             "calibration": {"edge_offset_px": task.edge_offset_px, "edge_offset_per_crop_px": task.edge_offset_per_crop_px},
             "coarse_ellipse_errors": _spread(errs),
         }

@@ -107,7 +107,7 @@ def bench_device(model: LoadedModel, images: Sequence[np.ndarray], device: torch
     throughput = {}
     for bs in batch_sizes:
         reps = max(1, len(pre) // bs)
-        xb = torch.stack([pre[i % len(pre)][0] for i in range(bs)])
+        xb = np.stack([pre[i % len(pre)][0] for i in range(bs)])
         lbs = [pre[i % len(pre)][1] for i in range(bs)]
         pred.decode(pred.forward(xb), lbs)
         secs = [_timed(lambda: pred.decode(pred.forward(xb), lbs), device) for _ in range(reps)]
@@ -125,12 +125,25 @@ def bench_device(model: LoadedModel, images: Sequence[np.ndarray], device: torch
     }
 
 
+def _n_parameters(model: LoadedModel) -> int:
+    """Parameters of one first-stage network (an ONNX form's tasks decode without one: it is
+    built, untrained, for its size)."""
+    net = model.tasks[0].model
+    if net is None:
+        from fetalbio.config import VariantConfig, from_dict
+        from fetalbio.tasks import build_task
+
+        st = model.meta["stages"][0]
+        net = build_task(st["variant"], from_dict(VariantConfig, st["variant_cfg"], "variant_cfg"), model.train_cfg).model
+    return n_parameters(net.state_dict())
+
+
 def train_images_per_s(model: LoadedModel, images: Sequence[np.ndarray], steps: int = 5) -> float:
     """Forward + backward + AdamW step on batches of 8 (torch, CPU), images per second."""
     import copy
 
     pred = Predictor(model, "cpu", backend=object())  # its preprocessing only
-    xb = torch.stack([pred.preprocess(images[i % len(images)])[0] for i in range(8)])
+    xb = torch.from_numpy(np.stack([pred.preprocess(images[i % len(images)])[0] for i in range(8)]))
     net = copy.deepcopy(model.tasks[0].model).train()
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
 
@@ -196,7 +209,7 @@ def run_bench(
                 "method": lm.method,
                 "family": lm.family,
                 "n_networks": int(stage_meta[0].get("members", len(lm.tasks))) if mine[0].runtime == "onnx" else len(lm.tasks),
-                "n_parameters": n_parameters(lm.tasks[0].model.state_dict()),
+                "n_parameters": _n_parameters(lm),
                 "input_size": list(lm.input_size),
                 "stages": [st.get("role") for st in stage_meta] if stage_meta else ["coarse"],
             })
@@ -234,7 +247,7 @@ def run_bench(
         for bs in batch_sizes:
             batches = {}
             for e in entries:
-                xb = torch.stack([e.pre[i % len(images)][0] for i in range(bs)])
+                xb = np.stack([e.pre[i % len(images)][0] for i in range(bs)])
                 lbs = [e.pre[i % len(images)][1] for i in range(bs)]
                 ims = [images[i % len(images)] for i in range(bs)]
                 e.run(ims, xb, lbs)  # warm-up at this shape

@@ -232,7 +232,8 @@ def fit_triage(per_image: pd.DataFrame):
         return None
     feats = per_image[cols].rename(columns=lambda c: c[len("sig_"):])
     try:
-        return Triage.fit(feats, per_image["hc_abs_err_mm"].to_numpy(dtype=np.float64))
+        folds = per_image["fold"].to_numpy() if "fold" in per_image.columns else None  # conformal factor cross-fitted by fold
+        return Triage.fit(feats, per_image["hc_abs_err_mm"].to_numpy(dtype=np.float64), groups=folds)
     except ValueError:  # too few measured images (a tiny run): the model flags by point uncertainty
         return None
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-import torch
 
 from fetalbio import POINT_COLUMNS, UNC_COLUMNS
 from fetalbio.data.transforms import Letterbox, network_input
@@ -55,64 +54,74 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model: LoadedModel, device: torch.device | str = "cpu") -> None:
+    def __init__(self, model: LoadedModel, device="cpu") -> None:
+        import torch
+
         self.device = torch.device(device)
         self.nets = [copy.deepcopy(t.model).eval().to(self.device, memory_format=torch.channels_last) for t in model.tasks]
         refine = getattr(model, "refine", None)
         self.refine_nets = [copy.deepcopy(t.model).eval().to(self.device, memory_format=torch.channels_last) for t in refine.tasks] if refine else []
 
-    @torch.inference_mode()
-    def forward(self, role: str, batch: torch.Tensor):
-        x = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        return average_outputs([net(x) for net in (self.nets if role == "coarse" else self.refine_nets)])
+    def forward(self, role: str, batch):
+        import torch
+
+        with torch.inference_mode():
+            x = (torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch).to(self.device).contiguous(memory_format=torch.channels_last)
+            return average_outputs([net(x) for net in (self.nets if role == "coarse" else self.refine_nets)])
 
 
 class Predictor:
     """Preprocess like training (letterbox + normalisation), run the network(s), decode.
 
     ``backend``: what runs the networks, an object with ``forward(role, batch)`` (``role``
-    ``coarse`` or ``refine``; a normalised float32 ``(B, 1, H, W)`` torch batch in, the raw
-    output(s) as torch tensors out, ensemble-averaged) -- :class:`TorchBackend` (default) or
-    :class:`~fetalbio.inference.onnx_form.OnnxBackend`. Flags, refinement, decoding and
-    overlays are the same whichever runs them.
+    ``coarse`` or ``refine``; a normalised float32 ``(B, 1, H, W)`` numpy batch in, the raw
+    output(s) out, ensemble-averaged: torch tensors from :class:`TorchBackend` (the default),
+    numpy arrays from :class:`~fetalbio.inference.onnx_form.OnnxBackend`, which needs no torch).
+    Flags, refinement, decoding and overlays are the same whichever runs them.
     """
 
-    def __init__(self, model: LoadedModel, device: torch.device | str = "cpu", backend=None) -> None:
+    def __init__(self, model: LoadedModel, device="cpu", backend=None) -> None:
         self.model = model
-        self.device = torch.device(device)
-        self.backend = backend if backend is not None else TorchBackend(model, self.device)
+        self.backend = backend if backend is not None else TorchBackend(model, device)
+        # the device the networks run on ("cpu" for ONNX Runtime): a torch.device, or its name
+        self.device = getattr(self.backend, "device", device)
         tri = getattr(model, "meta", {}).get("triage")
         self.triage = Triage.from_dict(tri) if tri else None
+
+    @property
+    def device_type(self) -> str:
+        return str(getattr(self.device, "type", self.device))
 
     @property
     def runtime(self) -> str:
         return self.backend.name
 
-    def preprocess(self, image: np.ndarray) -> tuple[torch.Tensor, Letterbox]:
+    def preprocess(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:
+        """The network input ``(1, H, W)`` float32 of ``image`` and its letterbox."""
         lb = Letterbox.fit((image.shape[1], image.shape[0]), self.model.input_size)
         x = network_input(image, lb, self.model.train_cfg.normalize)
-        return torch.from_numpy(x[None]), lb
+        return x[None], lb
 
-    def forward(self, batch: torch.Tensor):
+    def forward(self, batch: np.ndarray):
         """Raw network output(s) of a preprocessed ``(B, 1, H, W)`` batch, ensemble-averaged."""
         return self.backend.forward("coarse", batch)
 
     def decode(self, output, letterboxes: list[Letterbox]) -> list[ImagePrediction]:
         return self.model.tasks[0].decode(output, letterboxes)
 
-    def forward_refine(self, batch: torch.Tensor):
+    def forward_refine(self, batch: np.ndarray):
         """Raw refinement output(s) of a batch of normalised head crops, ensemble-averaged."""
         return self.backend.forward("refine", batch)
 
-    def predict_coarse(self, images: Sequence[np.ndarray], pre: Sequence[tuple[torch.Tensor, Letterbox]] | None = None) -> list[ImagePrediction]:
+    def predict_coarse(self, images: Sequence[np.ndarray], pre: Sequence[tuple[np.ndarray, Letterbox]] | None = None) -> list[ImagePrediction]:
         """The first stage's predictions alone (``pre``: the images' :meth:`preprocess`, when
         already done)."""
         if not images:
             return []
         xs, lbs = zip(*(pre if pre is not None else [self.preprocess(im) for im in images]))
-        return self.decode(self.forward(torch.stack(xs)), list(lbs))
+        return self.decode(self.forward(np.stack(xs)), list(lbs))
 
-    def predict_arrays(self, images: Sequence[np.ndarray], pre: Sequence[tuple[torch.Tensor, Letterbox]] | None = None) -> list[ImagePrediction]:
+    def predict_arrays(self, images: Sequence[np.ndarray], pre: Sequence[tuple[np.ndarray, Letterbox]] | None = None) -> list[ImagePrediction]:
         """Predictions in original-image pixels for ``(H, W)`` uint8 images (any sizes): the
         first stage, then the refinement stage when the model has one."""
         return self.refine(images, self.predict_coarse(images, pre))

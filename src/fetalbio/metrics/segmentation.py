@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 
 def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -35,6 +34,8 @@ def boundary(mask: np.ndarray) -> np.ndarray:
 
     Pixels on the image border belong to the boundary (erosion treats outside as background).
     """
+    from scipy import ndimage  # here: prediction does not need it
+
     m = np.asarray(mask).astype(bool)
     return m & ~ndimage.binary_erosion(m, border_value=0)
 
@@ -53,6 +54,8 @@ def hausdorff95(
     an empty set is infinite; non-finite, so it counts as a failure in any finite-aware
     aggregation and, unlike NaN, cannot be dropped silently by ``nanmean``).
     """
+    from scipy import ndimage  # here: prediction does not need it
+
     x, y = _pair(a, b)
     if not x.any() and not y.any():
         return 0.0

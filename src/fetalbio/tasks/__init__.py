@@ -18,10 +18,12 @@ TASKS.register("segmentation")(SegmentationTask)
 TASKS.register("refine")(RefineTask)
 
 
-def build_task(variant: str, vcfg: VariantConfig, tcfg: TrainConfig) -> Task:
-    """The task (model, codec/post-processing, loss) of a registered variant."""
+def build_task(variant: str, vcfg: VariantConfig, tcfg: TrainConfig, network: bool = True) -> Task:
+    """The task (model, codec/post-processing, loss) of a registered variant; ``network=False``:
+    for decoding only, where the task allows it without its network (segmentation and
+    refinement: ``model`` is None and no torch is imported)."""
     spec = get_variant(variant)
-    return TASKS.get(spec.family)(spec, vcfg, tcfg)
+    return TASKS.get(spec.family)(spec, vcfg, tcfg, network)
 
 
 __all__ = ["TASKS", "ImagePrediction", "LandmarkTask", "RefineTask", "Sample", "SegmentationTask", "Task", "build_task", "prediction_ellipse"]

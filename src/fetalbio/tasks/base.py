@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
 
 from fetalbio.data.transforms import Letterbox
 from fetalbio.geometry.ellipse import Ellipse, ellipse_from_points
+
+if TYPE_CHECKING:  # torch is imported where a network runs or trains: decoding ONNX Runtime's numpy outputs needs none
+    import torch
+    from torch import nn
 
 
 @dataclass
@@ -60,13 +64,29 @@ def prediction_ellipse(p: ImagePrediction) -> Ellipse | None:
 
 
 def average_outputs(outputs: list):
-    """Mean of the raw outputs of an ensemble's networks for one batch (tensors, or lists of
-    tensors for multi-output networks); one output is returned as it is."""
+    """Mean of the raw outputs of an ensemble's networks for one batch (torch tensors or numpy
+    arrays, or lists of them for multi-output networks); one output is returned as it is."""
     if len(outputs) == 1:
         return outputs[0]
     if isinstance(outputs[0], (list, tuple)):
-        return [torch.stack(list(parts)).mean(0) for parts in zip(*outputs)]
-    return torch.stack(outputs).mean(0)
+        return [_mean(list(parts)) for parts in zip(*outputs)]
+    return _mean(outputs)
+
+
+def _mean(arrays: list):
+    if isinstance(arrays[0], np.ndarray):
+        return np.stack(arrays).mean(0)
+    import torch
+
+    return torch.stack(arrays).mean(0)
+
+
+def as_numpy(output) -> np.ndarray:
+    """A raw network output as a float32 numpy array (a torch tensor is detached and moved to
+    the CPU; a numpy array, e.g. from ONNX Runtime, is used as it is)."""
+    if isinstance(output, np.ndarray):
+        return output.astype(np.float32, copy=False)
+    return output.detach().float().cpu().numpy()
 
 
 class Task:

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from fetalbio.codecs import build_codec
 from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.data.transforms import Letterbox
 from fetalbio.geometry.points import canonical_permutation
-from fetalbio.losses import build_loss, geometric_prior
 from fetalbio.metrics.landmarks import mre, radial_errors
-from fetalbio.models import build_model
 from fetalbio.tasks.base import ImagePrediction, Sample, Task
 from fetalbio.variants import VariantSpec
 
@@ -30,7 +26,13 @@ class LandmarkTask(Task):
 
     family = "landmark"
 
-    def __init__(self, spec: VariantSpec, vcfg: VariantConfig, tcfg: TrainConfig) -> None:
+    def __init__(self, spec: VariantSpec, vcfg: VariantConfig, tcfg: TrainConfig, network: bool = True) -> None:
+        # the network is built even for decoding only (network=False): the codec needs its output
+        # stride and kind, and decoding a landmark network's output runs in torch
+        from fetalbio.codecs import build_codec
+        from fetalbio.losses import build_loss
+        from fetalbio.models import build_model
+
         self.model = build_model(spec.model, 1, N_POINTS, **vcfg.arch)
         codec_cfg = dict(vcfg.codec)
         if spec.decoder and "decoder" not in codec_cfg and spec.codec in ("heatmap", "hybrid"):
@@ -85,6 +87,10 @@ class LandmarkTask(Task):
         return (output[-1] if isinstance(output, (list, tuple)) else output).float()
 
     def loss(self, output, batch):
+        import torch
+
+        from fetalbio.losses import geometric_prior
+
         sw, cw = batch["weight"], batch["point_weight"]
         if self.joint:
             if self.codec.kind == "hybrid":  # float: autocast may give bf16 parts
@@ -103,7 +109,14 @@ class LandmarkTask(Task):
             loss = loss + self.prior_weight * (geometric_prior(coords) * sw).sum() / sw.sum().clamp_min(1e-12)
         return loss
 
-    def decode(self, output: torch.Tensor | list[torch.Tensor], letterboxes: list[Letterbox], measure: bool = True) -> list[ImagePrediction]:
+    def decode(self, output, letterboxes: list[Letterbox], measure: bool = True) -> list[ImagePrediction]:
+        """``output``: torch tensor(s), or numpy arrays (ONNX Runtime), taken into torch."""
+        import torch
+
+        if isinstance(output, np.ndarray):
+            output = torch.from_numpy(output)
+        elif isinstance(output, (list, tuple)):
+            output = [torch.from_numpy(o) if isinstance(o, np.ndarray) else o for o in output]
         final = self._final(output)
         arrays = [t.detach().cpu().numpy() for t in final] if isinstance(final, list) else final.detach().cpu().numpy()
         pts_in, unc_in = self.codec.decode(arrays)

@@ -8,7 +8,7 @@ there, and the ellipse fitted in the crop (the segmentation decoder's sub-pixel 
 least squares) is mapped back exactly. ``crop.passes`` repeats the crop from the refined
 ellipse.
 
-Training (:class:`CropDataset`): crops around each training row's reference ellipse (fitted to
+Training (:class:`~fetalbio.tasks.crop_dataset.CropDataset`): crops around each training row's reference ellipse (fitted to
 its sonographer mask), jittered in centre, scale and angle with the spreads of ``crop.jitter``
 (they should cover the first stages' out-of-fold ellipse errors, which the ``refine`` stage
 reports), turned by 180° and mirrored at random, with the usual intensity augmentation.
@@ -24,36 +24,35 @@ original px). The residual per reference-HC tercile is recorded with it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pandas as pd
-import torch
-from torch.utils.data import Dataset
 
 from fetalbio.config import TrainConfig, VariantConfig
-from fetalbio.data.transforms import augment, build_augment, network_input, normalize
+from fetalbio.data.transforms import network_input
 from fetalbio.geometry.crop import CropJitter, HeadCrop, crop_problem
 from fetalbio.geometry.ellipse import Ellipse, ellipse_endpoints, transform_ellipse
 from fetalbio.geometry.masks import mask_to_ellipse, perimeter_offset_px
-from fetalbio.io import read_gray8
-from fetalbio.tasks.base import ImagePrediction, Sample, average_outputs, prediction_ellipse
+from fetalbio.tasks.base import ImagePrediction, average_outputs, prediction_ellipse
 from fetalbio.tasks.segmentation import SegmentationTask, calibration_rows
 from fetalbio.variants import VariantSpec
 
-if TYPE_CHECKING:  # only for annotations: augmentation is built by fetalbio.data.transforms.build_augment
-    import albumentations as A
+if TYPE_CHECKING:
+    import torch
 
 # combine: "mean" reports the mean of the first stage's and the refined ellipse (two partly
 # independent measurements of one head), "refined" the refined ellipse alone
-CROP_DEFAULTS = {"span": 1.35, "passes": 1, "jitter": {}, "combine": "mean"}
+# tta: test-time mirroring of the crop (the head-aligned frame is symmetric about both axes of
+# the coarse ellipse): the network's logits on the crop and its mirror images, mapped back and
+# averaged, before the fit -- "none", "hflip" (2 views) or "hvflip" (4 views)
+CROP_DEFAULTS = {"span": 1.35, "passes": 1, "jitter": {}, "combine": "mean", "tta": "none"}
+TTA_VIEWS = {"none": [()], "hflip": [(), (-1,)], "hvflip": [(), (-1,), (-2,), (-2, -1)]}
 
 
 def reference_ellipse(mask01: np.ndarray) -> Ellipse | None:
@@ -76,12 +75,36 @@ def check_combine(value: object) -> str:
     return str(value)
 
 
+def check_tta(value: object) -> str:
+    """``crop.tta`` (the configuration, or ``fetalbio refine --tta``), checked."""
+    if value not in TTA_VIEWS:
+        raise ValueError(f"crop.tta must be one of {', '.join(TTA_VIEWS)}, got {value!r}")
+    return str(value)
+
+
+def _flip(a, axes: tuple[int, ...]):
+    """``a`` (a numpy array or a torch tensor) mirrored along ``axes``."""
+    if not axes:
+        return a
+    return np.ascontiguousarray(np.flip(a, axes)) if isinstance(a, np.ndarray) else a.flip(axes)
+
+
+def _views_mean(out, n: int, views: list[tuple[int, ...]]):
+    """The mean over ``views`` of a forward pass on ``len(views)`` stacked copies of an
+    ``n``-image batch, each mirrored back first (one output or a list of them)."""
+    if len(views) == 1:
+        return out
+    if isinstance(out, (list, tuple)):
+        return [_views_mean(o, n, views) for o in out]
+    return average_outputs([_flip(out[i * n:(i + 1) * n], ax) for i, ax in enumerate(views)])
+
+
 class RefineTask(SegmentationTask):
     family = "refine"
     standalone = False  # needs a coarse ellipse: no held-out predictions of its own
 
-    def __init__(self, spec: VariantSpec, vcfg: VariantConfig, tcfg: TrainConfig) -> None:
-        super().__init__(spec, vcfg, tcfg)
+    def __init__(self, spec: VariantSpec, vcfg: VariantConfig, tcfg: TrainConfig, network: bool = True) -> None:
+        super().__init__(spec, vcfg, tcfg, network)
         crop = {**CROP_DEFAULTS, **vcfg.crop}
         unknown = sorted(set(crop) - set(CROP_DEFAULTS))
         if unknown:
@@ -92,11 +115,18 @@ class RefineTask(SegmentationTask):
         self.passes = check_passes(crop["passes"])
         self.jitter = CropJitter(**crop["jitter"])
         self.combine = check_combine(crop["combine"])
+        self.tta = check_tta(crop["tta"])
         self.crop_size = (tcfg.input_width, tcfg.input_height)
         self.normalize_method = tcfg.normalize
         self.edge_offset_per_crop_px = 0.0
 
-    dataset_class: type  # set below (CropDataset)
+    @property
+    def dataset_class(self) -> type:
+        """:class:`~fetalbio.tasks.crop_dataset.CropDataset` (a torch dataset: imported for
+        training only, so that decoding needs no torch)."""
+        from fetalbio.tasks.crop_dataset import CropDataset
+
+        return CropDataset
 
     def frame(self, e: Ellipse, src_size: tuple[int, int]) -> HeadCrop:
         return HeadCrop.from_ellipse(e, src_size, self.crop_size, self.span)
@@ -212,13 +242,10 @@ class RefineTask(SegmentationTask):
                 frames.append(fr)
             for start in range(0, len(todo), batch_size):
                 idx, frs = todo[start : start + batch_size], frames[start : start + batch_size]
-                x = torch.from_numpy(np.stack([network_input(images[i], fr, self.normalize_method)[None] for i, fr in zip(idx, frs)]))
-                if forward is not None:
-                    out = forward(x)
-                else:
-                    with torch.inference_mode():
-                        x = x.to(device)
-                        out = average_outputs([net(x) for net in nets])
+                x = np.stack([network_input(images[i], fr, self.normalize_method)[None] for i, fr in zip(idx, frs)])
+                views = TTA_VIEWS[self.tta]
+                xv = np.concatenate([_flip(x, ax) for ax in views]) if len(views) > 1 else x
+                out = _views_mean(forward(xv) if forward is not None else _torch_forward(nets, xv, device), len(idx), views)
                 for i, fr, rp in zip(idx, frs, self.decode(out, frs)):
                     if rp.status != "ok":
                         skipped[i] = f"refined fit failed ({rp.reason})"
@@ -238,89 +265,15 @@ class RefineTask(SegmentationTask):
         return out_preds
 
 
-@dataclass
-class CropSample(Sample):
-    """A training/validation row of the refinement stage (original pixels, not letterboxed)."""
-
-    ellipse: Ellipse | None = None  # reference ellipse (sonographer mask)
-    ref_perimeter_px: float = float("nan")
 
 
-class CropDataset(Dataset):
-    """Head-aligned crops around each row's reference ellipse.
+def _torch_forward(nets: Sequence, x: np.ndarray, device) -> object:
+    """The refinement networks (members averaged) on a normalised numpy batch, in torch."""
+    import torch
 
-    ``train=True``: a new jitter (:class:`~fetalbio.geometry.crop.CropJitter`) and intensity
-    augmentation per access, a function of (epoch seed, index) after :meth:`set_epoch`, like
-    :class:`~fetalbio.engine.dataset.BiometryDataset`. ``train=False``: one fixed jitter per
-    row drawn from ``seed`` (validation meets perturbed starts, as at test time); the frame is
-    then ``samples[i].letterbox``, which decoding maps back with.
-    """
-
-    def __init__(self, table: pd.DataFrame, table_dir: Path, task: RefineTask, tcfg: TrainConfig, train: bool, seed: int = 0, with_targets: bool = True) -> None:
-        self.table = table.reset_index(drop=True)
-        self.task, self.tcfg, self.train, self.with_targets = task, tcfg, train, with_targets
-        self.samples: list[CropSample] = []
-        for i, r in self.table.iterrows():
-            img = read_gray8(Path(table_dir) / r["image_path"]).pixels
-            m = cv2.imread(str(Path(table_dir) / r["mask_path"]), cv2.IMREAD_GRAYSCALE)
-            if m is None:
-                raise ValueError(f"{Path(table_dir) / r['mask_path']}: unreadable mask (row {i}, column mask_path)")
-            m01 = (m > 127).astype(np.uint8)
-            e = reference_ellipse(m01)
-            if e is None:
-                raise ValueError(f"{Path(table_dir) / r['mask_path']}: no head ellipse in the mask (row {i}, column mask_path)")
-            hc, px = float(r.get("hc_mm", np.nan)), float(r.get("pixel_size_mm", np.nan))
-            ref_p = hc / px if math.isfinite(hc) and math.isfinite(px) and hc > 0 and px > 0 else e.perimeter_px
-            fr = task.frame(e, (img.shape[1], img.shape[0]))
-            if not train:
-                fr = fr.jittered(np.random.default_rng(np.random.SeedSequence([seed, i])), e.a, task.jitter)
-            self.samples.append(CropSample(img, None, m01, float(r.get("weight", 1.0)), fr, e, ref_p))
-        aug = dataclasses.replace(tcfg.augment, rotate_deg=0.0, scale=0.0, shift=0.0, hflip=0.0)  # geometry is the crop's
-        self.pipeline: A.Compose | None = build_augment(aug) if train else None
-        self.seed = seed
-        self.epoch_seed: int | None = None
-        self._stream = np.random.default_rng(seed)
-        if self.pipeline is not None:
-            self.pipeline.set_random_seed(seed)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def set_epoch(self, epoch_seed: int | None) -> None:
-        self.epoch_seed = epoch_seed
-
-    def crop(self, i: int, rng: np.random.Generator | None) -> tuple[np.ndarray, np.ndarray, HeadCrop]:
-        s = self.samples[i]
-        fr = s.letterbox if rng is None else self.task.frame(s.ellipse, s.letterbox.src_size).jittered(rng, s.ellipse.a, self.task.jitter)
-        image = fr.apply(s.image)
-        mask = (fr.apply(s.mask.astype(np.float32)) >= 0.5).astype(np.uint8)
-        return image, mask, fr
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        rng = None
-        if self.train:
-            if self.epoch_seed is not None:
-                state = np.random.SeedSequence([self.epoch_seed, i])
-                rng = np.random.default_rng(state)
-                self.pipeline.set_random_seed(int(state.generate_state(1)[0]))
-            else:
-                rng = self._stream
-        image, mask, _ = self.crop(i, rng)
-        if self.pipeline is not None:
-            image, _, mask = augment(self.pipeline, image, None, mask)
-        s = self.samples[i]
-        item = {
-            "image": torch.from_numpy(normalize(image, self.tcfg.normalize)[None]),
-            "weight": torch.tensor(s.weight, dtype=torch.float32),
-            "index": torch.tensor(i),
-        }
-        if self.with_targets:
-            for k, v in self.task.targets(s, image, None, mask).items():
-                item[k] = torch.from_numpy(np.ascontiguousarray(v))
-        return item
-
-
-RefineTask.dataset_class = CropDataset
+    with torch.inference_mode():
+        xt = torch.from_numpy(x).to(device)
+        return average_outputs([net(xt) for net in nets])
 
 
 def mean_ellipse(a: Ellipse, b: Ellipse) -> Ellipse:

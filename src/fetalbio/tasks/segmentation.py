@@ -18,16 +18,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-import torch
 
 from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.data.transforms import Letterbox
 from fetalbio.geometry.ellipse import ellipse_endpoints, transform_ellipse
 from fetalbio.geometry.masks import estimate_edge_offset_px, fill_holes, largest_component, mask_to_ellipse, shrink_ellipse
-from fetalbio.losses import build_loss
 from fetalbio.metrics.segmentation import dice
-from fetalbio.models import build_model
-from fetalbio.tasks.base import ImagePrediction, Sample, Task
+from fetalbio.tasks.base import ImagePrediction, Sample, Task, as_numpy
 from fetalbio.variants import VariantSpec
 
 # Least squares on every boundary point of the cleaned mask: on the inner-validation images of
@@ -57,11 +54,16 @@ class SegmentationTask(Task):
     family = "segmentation"
     needs_mask = True
 
-    def __init__(self, spec: VariantSpec, vcfg: VariantConfig, tcfg: TrainConfig) -> None:
-        self.model = build_model(spec.model, 1, 1, **vcfg.arch)
-        if self.model.output_stride != 1:
-            raise ValueError(f"segmentation model {spec.model!r} must output full resolution, has stride {self.model.output_stride}")
-        self.loss_fn = build_loss(vcfg.loss or spec.loss, **vcfg.loss_cfg)
+    def __init__(self, spec: VariantSpec, vcfg: VariantConfig, tcfg: TrainConfig, network: bool = True) -> None:
+        self.model = self.loss_fn = None  # network=False: decoding only (the networks run elsewhere, e.g. ONNX Runtime; no torch)
+        if network:
+            from fetalbio.losses import build_loss
+            from fetalbio.models import build_model
+
+            self.model = build_model(spec.model, 1, 1, **vcfg.arch)
+            if self.model.output_stride != 1:
+                raise ValueError(f"segmentation model {spec.model!r} must output full resolution, has stride {self.model.output_stride}")
+            self.loss_fn = build_loss(vcfg.loss or spec.loss, **vcfg.loss_cfg)
         self.mask_source = vcfg.mask_source
         post = {**POSTPROCESS_DEFAULTS, **vcfg.postprocess}
         self.inlier_band = float(post.pop("inlier_band_input_px", DEFAULT_INLIER_BAND_INPUT_PX))
@@ -124,12 +126,13 @@ class SegmentationTask(Task):
     def loss(self, output, batch):
         return self.loss_fn(output, batch["target"], sample_weight=None)
 
-    def decode(self, output: torch.Tensor, letterboxes: list[Letterbox], measure: bool = True) -> list[ImagePrediction]:
+    def decode(self, output, letterboxes: list[Letterbox], measure: bool = True) -> list[ImagePrediction]:
         """The ellipse is fitted at network resolution, to the sub-pixel ``threshold`` iso-contour
         of the probability map, then mapped exactly to the original image (an affine map takes an
         ellipse to an ellipse). The full-size mask is drawn only when asked for
-        (:meth:`ImagePrediction.full_mask`)."""
-        probs = torch.sigmoid(output.detach().float()).cpu().numpy()[:, 0]
+        (:meth:`ImagePrediction.full_mask`). ``output``: the logits, a torch tensor or a numpy
+        array (ONNX Runtime)."""
+        probs = sigmoid(output)[:, 0]
         preds = []
         for prob_in, lb in zip(probs, letterboxes):
             prob_in = np.clip(prob_in.astype(np.float32), 0.0, 1.0)
@@ -155,6 +158,18 @@ class SegmentationTask(Task):
             else:
                 preds.append(ImagePrediction(np.full((4, 2), np.nan), np.full(4, np.nan), "failed", reason, extra=extra, mask_factory=mask_factory))
         return preds
+
+
+def sigmoid(logits) -> np.ndarray:
+    """Probabilities of a batch of logits as float32 numpy: torch's sigmoid for a tensor (what
+    training and evaluation decode with), the same function in numpy for an array."""
+    if isinstance(logits, np.ndarray):
+        x = as_numpy(logits)
+        with np.errstate(over="ignore"):
+            return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+    import torch
+
+    return as_numpy(torch.sigmoid(logits.detach().float()))
 
 
 def full_size_mask(prob_in: np.ndarray, lb: Letterbox, threshold: float) -> np.ndarray:
