@@ -48,6 +48,25 @@ def test_the_uncertainty_ranks_the_errors_and_the_interval_covers_90_percent() -
     assert all("stage_disagreement" in r or "weak skull" in r for r in tri.loc[flagged, "reason"])
 
 
+def test_the_conformal_factor_is_set_on_cross_fitted_uncertainties() -> None:
+    """With ``groups``, each group's ratio |error| / uncertainty comes from a ridge fitted on the
+    other groups; the factor is their split-conformal 90 % quantile. Thirteen signals, twelve of
+    them noise, on 150 rows: the in-sample fit is optimistic, so the cross-fitted factor is wider."""
+    from sklearn.linear_model import Ridge
+
+    f, err, groups = _synthetic(150, seed=3)
+    tri_in, tri_cf = Triage.fit(f, err), Triage.fit(f, err, groups=groups)
+    assert tri_cf.coef == tri_in.coef and tri_cf.intercept == tri_in.intercept  # the same combiner
+    Z = np.nan_to_num((f[tri_cf.features].to_numpy() - tri_cf.mean) / tri_cf.scale)
+    y = np.log(err + 0.2)
+    u = np.empty(len(err))
+    for g in range(5):
+        u[groups == g] = np.exp(Ridge(alpha=1.0).fit(Z[groups != g], y[groups != g]).predict(Z[groups == g]))
+    ratio = np.sort(err / u)
+    assert tri_cf.conformal_factor == pytest.approx(ratio[math.ceil((len(ratio) + 1) * 0.9) - 1])
+    assert tri_cf.conformal_factor > tri_in.conformal_factor
+
+
 def test_fold_k_is_assessed_by_a_combiner_that_never_saw_it() -> None:
     f, err, folds = _synthetic()
     base = nested_triage(f, err, np.full(len(err), 200.0), folds, np.ones(len(err), bool))
