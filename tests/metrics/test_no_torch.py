@@ -18,3 +18,18 @@ def test_import_metrics_does_not_import_torch_or_cv2():
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_the_onnx_runtime_side_of_prediction_does_not_import_torch():
+    """Tasks, the model file, the ONNX form, the predictor and the runtime choice: importing them
+    loads no torch (ONNX Runtime prediction runs without it; torch is imported where a network
+    runs in it or trains)."""
+    code = (
+        "import sys\n"
+        "import fetalbio.tasks, fetalbio.model_file, fetalbio.inference.onnx_form, fetalbio.inference.predictor, fetalbio.inference.runtime\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SRC), env.get("PYTHONPATH")]))
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
