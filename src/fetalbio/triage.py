@@ -196,8 +196,14 @@ class Triage:
 
     def assess(self, feats: pd.DataFrame, hc_mm: np.ndarray, measured: np.ndarray) -> pd.DataFrame:
         """``uncertainty``, ``hc_half_width_mm``, ``flag`` and ``reason`` for each row
-        (``measured``: a prediction exists; unmeasured rows are ``failed`` with reason '')."""
+        (``measured``: a prediction exists; unmeasured rows are ``failed`` with reason '').
+        A row without a head size in mm (no pixel size: ``log_hc_mm`` missing) gets no
+        uncertainty and no interval -- the combiner was fitted with the size, an imputed one
+        would misjudge small and large heads -- and is judged by the outline and plausibility
+        rules alone."""
         u = self.uncertainty(feats)
+        if "log_hc_mm" in self.features:
+            u = np.where(np.isfinite(feats["log_hc_mm"].astype(np.float64).to_numpy()), u, np.nan)
         half = self.conformal_factor * u
         flags, reasons = [], []
         for i, (_, row) in enumerate(feats.iterrows()):

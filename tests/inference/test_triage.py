@@ -67,6 +67,21 @@ def test_the_conformal_factor_is_set_on_cross_fitted_uncertainties() -> None:
     assert tri_cf.conformal_factor > tri_in.conformal_factor
 
 
+def test_without_a_head_size_in_mm_there_is_no_uncertainty_and_no_interval() -> None:
+    """No pixel size: ``log_hc_mm`` is missing, so the combiner (fitted with it) gives no
+    uncertainty; such a row is `uncertain` only by the outline rule, never by an imputed size."""
+    f, err, _ = _synthetic()
+    tri = Triage.fit(f, err)
+    rows = f.iloc[:40].copy()
+    sized = tri.assess(rows, np.full(40, 200.0), np.ones(40, bool))
+    rows["log_hc_mm"] = np.nan
+    unsized = tri.assess(rows, np.full(40, np.nan), np.ones(40, bool))
+    assert sized["uncertainty"].notna().all() and unsized["uncertainty"].isna().all() and unsized["hc_half_width_mm"].isna().all()
+    weak = rows["ring_vs_outside"].to_numpy() < tri.weak_ring_below
+    assert list(unsized["flag"]) == ["uncertain" if w else "ok" for w in weak]
+    assert (sized["flag"] == "uncertain").sum() >= (unsized["flag"] == "uncertain").sum()
+
+
 def test_fold_k_is_assessed_by_a_combiner_that_never_saw_it() -> None:
     f, err, folds = _synthetic()
     base = nested_triage(f, err, np.full(len(err), 200.0), folds, np.ones(len(err), bool))
