@@ -42,6 +42,16 @@ def parse_entry(text: str) -> tuple[str, Path, Path, str]:
     return name, root, model, parts[2] if len(parts) == 3 else "auto"
 
 
+def _commit(root: Path) -> str:
+    """The checkout's commit, with ``+dirty`` when its tracked files differ from it."""
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("entries", nargs="+", help="NAME=ROOT,MODEL[,RUNTIME]; the first is the reference of the ratios")
@@ -75,7 +85,7 @@ def main() -> None:
         "images": n_images,
         "rounds": args.rounds,
         "threads": args.threads,
-        "entries": {name: {"root": str(root), "model": str(model), "runtime": rt} for name, root, model, rt in entries},
+        "entries": {name: {"root": str(root), "commit": _commit(root), "model": str(model), "runtime": rt} for name, root, model, rt in entries},
         "seconds": times,
         "median_s": med,
         f"ratio_to_{ref}": {k: round(v / med[ref], 3) for k, v in med.items()},
