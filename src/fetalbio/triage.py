@@ -175,9 +175,16 @@ class Triage:
 
     # -- applying ------------------------------------------------------------------------------
     def uncertainty(self, feats: pd.DataFrame) -> np.ndarray:
+        """The expected |HC error| (mm) of each row. A missing signal counts as average, except
+        the head size: a row without it (no pixel size: ``log_hc_mm`` missing) gets NaN -- the
+        combiner was fitted with the size, and an imputed one would misjudge small and large
+        heads."""
         X = feats[self.features].astype(np.float64).to_numpy()
-        Z = np.nan_to_num((X - np.asarray(self.mean)) / np.asarray(self.scale))  # a missing signal counts as average
-        return np.exp(Z @ np.asarray(self.coef) + self.intercept)
+        Z = np.nan_to_num((X - np.asarray(self.mean)) / np.asarray(self.scale))
+        u = np.exp(Z @ np.asarray(self.coef) + self.intercept)
+        if "log_hc_mm" in self.features:
+            u = np.where(np.isfinite(feats["log_hc_mm"].astype(np.float64).to_numpy()), u, np.nan)
+        return u
 
     def contributions(self, row: pd.Series) -> dict[str, float]:
         x = row[self.features].astype(np.float64).to_numpy()
@@ -196,14 +203,10 @@ class Triage:
 
     def assess(self, feats: pd.DataFrame, hc_mm: np.ndarray, measured: np.ndarray) -> pd.DataFrame:
         """``uncertainty``, ``hc_half_width_mm``, ``flag`` and ``reason`` for each row
-        (``measured``: a prediction exists; unmeasured rows are ``failed`` with reason '').
-        A row without a head size in mm (no pixel size: ``log_hc_mm`` missing) gets no
-        uncertainty and no interval -- the combiner was fitted with the size, an imputed one
-        would misjudge small and large heads -- and is judged by the outline and plausibility
-        rules alone."""
+        (``measured``: a prediction exists; unmeasured rows are ``failed`` with reason ''). A
+        row without a head size has no uncertainty (:meth:`uncertainty`), so no interval, and
+        is judged by the outline and plausibility rules alone."""
         u = self.uncertainty(feats)
-        if "log_hc_mm" in self.features:
-            u = np.where(np.isfinite(feats["log_hc_mm"].astype(np.float64).to_numpy()), u, np.nan)
         half = self.conformal_factor * u
         flags, reasons = [], []
         for i, (_, row) in enumerate(feats.iterrows()):

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from fetalbio.inference.onnx_form import (
-    EXPORT_TOLERANCE, FORMAT, FORMAT_VERSION, INPUT, META_PREFIX, OPSET, STAGE_INPUT, OnnxFormError, _first_line, _session,
+    EXPORT_TOLERANCE, FORMAT, FORMAT_VERSION, INPUT, META_PREFIX, OPSET, STAGE_INPUT, OnnxFormError, file_sha256, first_line, onnx_paths, ort_session, sha256_bytes,
     file_sha256, onnx_paths, sha256_bytes,
 )
 from fetalbio.io import write_json
@@ -101,8 +101,8 @@ def _export_stage(module: nn.Module, example: torch.Tensor, names: list[str], wh
                                          dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), external_data=False, verbose=False)
             return prog.model_proto, "dynamo"
         except Exception as second:  # noqa: BLE001
-            raise OnnxFormError(f"cannot export {what} to ONNX: TorchScript exporter: {_first_line(first)}; "
-                                f"dynamo exporter: {_first_line(second)}") from None
+            raise OnnxFormError(f"cannot export {what} to ONNX: TorchScript exporter: {first_line(first)}; "
+                                f"dynamo exporter: {first_line(second)}") from None
 
 
 def _dims(vi) -> list[int | str]:
@@ -255,7 +255,7 @@ def export_onnx(model_path: Path, out: Path | None = None) -> tuple[Path, Path, 
     })
     data = model.SerializeToString()
     # the written bytes, run in ONNX Runtime, against torch
-    sess = _session(data, threads=1)
+    sess = ort_session(data, threads=1)
     diffs = {}
     for i, (role, _) in enumerate(protos):
         feed = {INPUT: examples[role].numpy()}

@@ -115,12 +115,12 @@ def file_sha256(path: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------ load
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
     return f"{type(exc).__name__}: {text[:200]}"
 
 
-def _session(data: bytes, threads: int = 0):
+def ort_session(data: bytes, threads: int = 0):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -173,7 +173,7 @@ class OnnxForm:
         try:
             return model_from_raw(self.manifest_path, raw, "cpu", weights=False)
         except (KeyError, TypeError) as exc:
-            raise OnnxFormError(f"{self.manifest_path}: a stage cannot be rebuilt ({_first_line(exc)})") from None
+            raise OnnxFormError(f"{self.manifest_path}: a stage cannot be rebuilt ({first_line(exc)})") from None
 
 
 def load_onnx_form(path: Path, threads: int = 0, model_file: Path | None = None) -> OnnxForm:
@@ -190,7 +190,7 @@ def load_onnx_form(path: Path, threads: int = 0, model_file: Path | None = None)
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise OnnxFormError(f"{manifest_path}: not a JSON manifest ({_first_line(exc)})") from None
+        raise OnnxFormError(f"{manifest_path}: not a JSON manifest ({first_line(exc)})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise OnnxFormError(f"{manifest_path}: not a fetalbio ONNX manifest (no 'format: {FORMAT}')")
     if manifest.get("format_version") not in READABLE_VERSIONS:
@@ -207,7 +207,7 @@ def load_onnx_form(path: Path, threads: int = 0, model_file: Path | None = None)
     if not data:
         raise OnnxFormError(f"{graph}: empty file, not an ONNX graph")
     try:
-        sess = _session(data, threads)
+        sess = ort_session(data, threads)
     except Exception as exc:  # noqa: BLE001 - ONNX Runtime's load errors have no common base class
         raise OnnxFormError(f"{graph}: not a loadable ONNX graph (corrupt or truncated: {_ort_reason(exc)})") from None
     meta = sess.get_modelmeta().custom_metadata_map
@@ -222,7 +222,7 @@ def load_onnx_form(path: Path, threads: int = 0, model_file: Path | None = None)
     except OnnxFormError:
         raise
     except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
-        raise OnnxFormError(f"{manifest_path}: malformed manifest ({_first_line(exc)})") from None
+        raise OnnxFormError(f"{manifest_path}: malformed manifest ({first_line(exc)})") from None
     if model_file is not None:
         want = (manifest.get("source_model") or {}).get("sha256")
         if want != file_sha256(model_file):

@@ -47,6 +47,11 @@ class Measured:
     reason: str
 
 
+def device_type(device) -> str:
+    """``cpu`` / ``cuda`` of a torch.device or of its name (no torch needed)."""
+    return str(getattr(device, "type", device))
+
+
 class TorchBackend:
     """The predictor's forward in torch: channels-last inference copies of the networks (on 2
     CPU threads the shipped 192x128 DeepLabV3+ forward takes ~11.5 ms instead of ~14.5 ms,
@@ -90,7 +95,7 @@ class Predictor:
 
     @property
     def device_type(self) -> str:
-        return str(getattr(self.device, "type", self.device))
+        return device_type(self.device)
 
     @property
     def runtime(self) -> str:

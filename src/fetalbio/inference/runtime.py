@@ -18,7 +18,7 @@ from pathlib import Path
 
 from fetalbio.config import ConfigError
 from fetalbio.model_file import model_from_raw, read_model_file
-from fetalbio.inference.predictor import Predictor
+from fetalbio.inference.predictor import Predictor, device_type
 
 RUNTIMES = ("auto", "onnx", "torch")
 DEVICES = ("auto", "cpu", "cuda")
@@ -53,12 +53,12 @@ def open_predictor(model: Path, runtime: str = "auto", device="cpu", threads: in
     if runtime not in RUNTIMES:
         raise ConfigError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     model = Path(model)
-    device_type = str(getattr(device, "type", device))
+    kind = device_type(device)
     graph, manifest = onnx_paths(model)
     if is_onnx_path(model):
         if runtime == "torch":
             raise ConfigError(f"{model}: an ONNX form runs on ONNX Runtime only; give the model file (.pt) for --runtime torch")
-        if device_type != "cpu":
+        if kind != "cpu":
             raise ConfigError(f"{model}: ONNX Runtime runs on the CPU here; use --device cpu")
         if not graph.exists() and not manifest.exists():
             raise FileNotFoundError(f"model file not found: {model}")
@@ -69,13 +69,13 @@ def open_predictor(model: Path, runtime: str = "auto", device="cpu", threads: in
     has_form = graph.exists() or manifest.exists()
     if runtime == "onnx" and not has_form:
         raise ConfigError(f"{model}: no ONNX form ({graph.name} not found next to it); make one with: fetalbio export {model} --format onnx")
-    if runtime == "onnx" and device_type != "cpu":
+    if runtime == "onnx" and kind != "cpu":
         raise ConfigError("--runtime onnx runs on the CPU here; use --device cpu")
-    if runtime == "torch" or not has_form or device_type != "cpu":
+    if runtime == "torch" or not has_form or kind != "cpu":
         why = ("as asked" if runtime == "torch" else
                f"no ONNX form {graph.name} next to the model; `fetalbio export {model} --format onnx` makes one" if not has_form else
-               f"ONNX Runtime runs on the CPU here, the device is {device_type}")
-        return Predictor(model_from_raw(model, read_model_file(model), device), device), f"runtime: torch on {device_type} ({why})"
+               f"ONNX Runtime runs on the CPU here, the device is {kind}")
+        return Predictor(model_from_raw(model, read_model_file(model), device), device), f"runtime: torch on {kind} ({why})"
     # the form is used only if it was exported from this very file (load_onnx_form compares the
     # file's sha256 with the manifest's record), so the model file need not be loaded
     form = load_onnx_form(model, threads, model_file=model)
