@@ -4,7 +4,12 @@ Picks whole subjects (every image of a pregnancy), deterministically: all subjec
 images among the first candidates, plus single-image subjects spread evenly over the range of the
 reference head circumference, so the sample covers small and large heads.
 
-    python scripts/make_sample.py ../shared/data/fetal-head data/sample --n-images 48
+    python scripts/make_sample.py ../shared/data/fetal-head data/sample --n-images 48 \
+        --late-src ../shared/data/hc18-late --n-late 8
+
+``--late-src``: also copy ``--n-late`` single-image subjects of the later-gestation dataset (masks,
+spacing and HC, no landmarks), spread evenly over its HC range, into ``<dst>/hc18-late/``: the
+sample's second data source.
 """
 
 from __future__ import annotations
@@ -39,6 +44,46 @@ distributed with a public fetal-biometry landmark challenge.
 """
 
 
+LATE_ATTRIBUTION = """# Embedded sample of the later-gestation dataset (hc18-late)
+
+{n} images of {n} pregnancies (one image each, spread over HC {lo:.0f}-{hi:.0f} mm) copied by
+`scripts/make_sample.py` from `hc18-late`, the project's later-gestation source: skull masks,
+pixel size and the sonographer's HC, **no landmarks**, so the default `dvc repro` and the tests
+exercise mask-only rows.
+
+| path | what |
+| --- | --- |
+| `images/NNN_HC.png` | 8-bit grayscale ultrasound image |
+| `masks/NNN_HC.png` | 0/255 filled skull ellipse (HC18 reference annotation, flood-filled) |
+| `hc18_reference.csv` | `image_name,pixel_size_mm,hc_mm` |
+
+## Attribution and licence
+Images, masks, pixel sizes and head circumferences come from the HC18 grand challenge training
+set (Radboud UMC; T. L. A. van den Heuvel, D. de Bruijn, C. L. de Korte, B. van Ginneken,
+"Automated measurement of fetal head circumference using 2D ultrasound images", PLOS ONE 2018,
+doi:10.1371/journal.pone.0200412; data doi:10.5281/zenodo.1327317), licensed CC BY 4.0
+(https://creativecommons.org/licenses/by/4.0/). Masks are the HC18 outline annotations,
+flood-filled.
+"""
+
+
+def copy_late(src: Path, dst: Path, n: int) -> None:
+    """``n`` single-image subjects of a masks-only source, evenly over its HC range."""
+    ref = pd.read_csv(src / "hc18_reference.csv")
+    ref["subject"] = ref["image_name"].map(subject_of)
+    single = ref[ref["subject"].map(ref["subject"].value_counts()) == 1].sort_values("hc_mm").reset_index(drop=True)
+    idx = sorted({round(i * (len(single) - 1) / max(1, n - 1)) for i in range(n)})
+    pick = single.iloc[idx]
+    (dst / "images").mkdir(parents=True)
+    (dst / "masks").mkdir()
+    for name in pick["image_name"]:
+        shutil.copy2(src / "images" / name, dst / "images" / name)
+        shutil.copy2(src / "masks" / name, dst / "masks" / name)
+    pick.drop(columns="subject").to_csv(dst / "hc18_reference.csv", index=False)
+    (dst / "README.md").write_text(LATE_ATTRIBUTION.format(n=len(pick), lo=pick["hc_mm"].min(), hi=pick["hc_mm"].max()))
+    print(f"wrote {len(pick)} later-gestation images to {dst}")
+
+
 def subject_of(name: str) -> str:
     m = re.match(r"^(\d+)_", name)
     if not m:
@@ -52,6 +97,8 @@ def main() -> None:
     ap.add_argument("dst", type=Path)
     ap.add_argument("--n-images", type=int, default=48)
     ap.add_argument("--n-multi-subjects", type=int, default=8)
+    ap.add_argument("--late-src", type=Path, default=None, help="the later-gestation (masks-only) dataset")
+    ap.add_argument("--n-late", type=int, default=8)
     args = ap.parse_args()
 
     lm = pd.read_csv(args.src / "landmarks.csv")
@@ -80,6 +127,8 @@ def main() -> None:
     ref[ref["image_name"].isin(names)].to_csv(args.dst / "hc18_reference.csv", index=False)
     (args.dst / "README.md").write_text(ATTRIBUTION.format(n=len(names), s=len(chosen)))
     print(f"wrote {len(names)} images of {len(chosen)} subjects to {args.dst}")
+    if args.late_src is not None:
+        copy_late(args.late_src, args.dst / "hc18-late", args.n_late)
 
 
 if __name__ == "__main__":

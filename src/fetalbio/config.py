@@ -28,12 +28,28 @@ class DataConfig:
     """Section ``data``: where the dataset is and how strictly to ingest it."""
 
     root: str
-    layout: Literal["auto", "challenge", "hc18"] = "auto"
+    # the data sources under ``root``: name -> folder relative to ``root``, each in its own layout
+    # (``{}``: one source, ``root`` itself, named after it; a null folder switches a source off)
+    sources: dict[str, str] = dataclasses.field(default_factory=dict)
+    layout: Literal["auto", "challenge", "hc18", "masks"] = "auto"
     images_dir: str = "images"
     landmarks_csv: str = "landmarks.csv"
     masks_dir: str = "masks"
     spacing_csv: str = "hc18_reference.csv"
     on_error: Literal["error", "drop"] = "error"
+
+    def source_dirs(self, base_dir: Path | None = None) -> dict[str, Path]:
+        """name -> folder of every source (``root`` joined with each source's folder)."""
+        root = Path(self.root) if base_dir is None else Path(base_dir) / self.root
+        if not self.sources:
+            return {root.resolve().name or "data": root}
+        for name, sub in self.sources.items():
+            if not (sub is None or isinstance(sub, str)) or not name or "/" in name:
+                raise ConfigError(f"data.sources: {name!r}: {sub!r} must map a plain name to a folder under data.root")
+        dirs = {name: root / sub for name, sub in self.sources.items() if sub}  # null / "": source switched off
+        if not dirs:
+            raise ConfigError("data.sources: every source is switched off")
+        return dirs
 
 
 @dataclass(frozen=True)
@@ -51,6 +67,9 @@ class LabelsConfig:
     near_duplicate_mad: float = 2.0
     near_duplicates: Literal["keep", "drop"] = "keep"
     audit_picture_rows: int = 12
+    # rows without landmark labels (masks-only sources): their points are the axes of the mask's
+    # ellipse. ignore: landmark variants do not train on them (weight 0); train: they do
+    derived_points: Literal["ignore", "train"] = "ignore"
 
     def __post_init__(self) -> None:
         _check_range("labels.flagged_weight", self.flagged_weight, 0.0, 1.0)

@@ -6,10 +6,21 @@ Layouts
     ``images/``, ``landmarks.csv`` (``image_name`` + the eight point columns), optional
     ``masks/`` (0/255 filled skull, same file name) and an optional spacing CSV
     (``image_name,pixel_size_mm[,hc_mm]``).
+``masks``
+    ``images/``, ``masks/`` and the spacing CSV with the reference HC, no landmark CSV (e.g. the
+    later-gestation source): the four points stored are the axis endpoints of the ellipse fitted
+    to the mask outline (``has_landmarks`` false: landmark variants do not train on them and
+    landmark errors are never measured against them).
 ``hc18``
     HC18 as published: ``training_set/NNN_HC.png`` + ``NNN_HC_Annotation.png`` (1-px ellipse
     outline) + ``training_set_pixel_size_and_HC.csv``. The four points are the axis endpoints of
     the ellipse fitted to the outline, and the outline is filled into a mask.
+
+Several sources (``data.sources``: name -> folder under ``data.root``) are ingested into one
+table; each row records its ``source`` and whether it has real landmark labels
+(``has_landmarks``). A source folder may hold ``rejected.csv`` (``image_name,reason``: images a
+reviewer rejected, e.g. from ``fetalbio corrections-to-source``): those rows are not ingested and
+are listed in the drop report with the reviewer's reason.
 
 Output (in ``out_dir``): ``table.csv`` (columns :data:`TABLE_COLUMNS`; paths relative to
 ``out_dir``), ``images/`` (8-bit grayscale copies; converted ones re-encoded as PNG) and
@@ -50,6 +61,8 @@ TABLE_COLUMNS = [
     "mask_path",
     "image_sha256",
     "conversions",
+    "source",
+    "has_landmarks",
 ]
 DROP_COLUMNS = ["file", "line", "column", "image_name", "reason"]
 HC18_CSV = "training_set_pixel_size_and_HC.csv"
@@ -96,8 +109,10 @@ def detect_layout(root: Path, cfg: DataConfig) -> str:
         return "challenge"
     if (root / HC18_DIR).is_dir():
         return "hc18"
+    if (root / cfg.masks_dir).is_dir() and (root / cfg.spacing_csv).is_file():
+        return "masks"
     raise IngestError(
-        [Issue(str(root), None, "", "", f"neither {cfg.landmarks_csv} nor {HC18_DIR}/ found: unknown layout")],
+        [Issue(str(root), None, "", "", f"neither {cfg.landmarks_csv}, {HC18_DIR}/ nor {cfg.masks_dir}/ + {cfg.spacing_csv} found: unknown layout")],
         "cannot ingest",
     )
 
@@ -188,9 +203,9 @@ def _read_spacing(path: Path, file: str) -> tuple[dict[str, tuple[float, float]]
     return out, issues
 
 
-def _store_image(src: Path, loaded, out_dir: Path, name: str) -> str:
-    """Copy (or re-encode when converted) an image under ``out_dir/images``; relative path."""
-    rel = Path("images") / name
+def _store_image(src: Path, loaded, out_dir: Path, name: str, source: str) -> str:
+    """Copy (or re-encode when converted) an image under ``out_dir/images/<source>``; relative path."""
+    rel = Path("images") / source / name
     if loaded.conversions or src.suffix.lower() != ".png":
         rel = rel.with_suffix(".png")
         write_png(out_dir / rel, loaded.pixels)
@@ -200,13 +215,13 @@ def _store_image(src: Path, loaded, out_dir: Path, name: str) -> str:
     return rel.as_posix()
 
 
-def _store_mask(mask01: np.ndarray, out_dir: Path, name: str) -> str:
-    rel = (Path("masks") / name).with_suffix(".png")
+def _store_mask(mask01: np.ndarray, out_dir: Path, name: str, source: str) -> str:
+    rel = (Path("masks") / source / name).with_suffix(".png")
     write_png(out_dir / rel, (mask01 > 0).astype(np.uint8) * 255)
     return rel.as_posix()
 
 
-def _ingest_challenge(root: Path, cfg: DataConfig, out_dir: Path) -> tuple[list[dict], list[Issue], dict[str, int]]:
+def _ingest_challenge(root: Path, cfg: DataConfig, out_dir: Path, source: str) -> tuple[list[dict], list[Issue], dict[str, int]]:
     lm_file = cfg.landmarks_csv
     df = read_table_csv(root / lm_file)
     df = _require_columns(df, ["image_name", *POINT_COLUMNS], lm_file)
@@ -259,7 +274,7 @@ def _ingest_challenge(root: Path, cfg: DataConfig, out_dir: Path) -> tuple[list[
         rows.append(
             {
                 "image_name": name,
-                "image_path": _store_image(src, loaded, out_dir, name),
+                "image_path": _store_image(src, loaded, out_dir, name, source),
                 "width": loaded.size[0],
                 "height": loaded.size[1],
                 "subject_id": row["subject_id"] if has_subject and row["subject_id"] else subject_from_name(name),
@@ -267,9 +282,11 @@ def _ingest_challenge(root: Path, cfg: DataConfig, out_dir: Path) -> tuple[list[
                 "points_source": f"{lm_file}:{','.join(POINT_COLUMNS)}",
                 "pixel_size_mm": px,
                 "hc_mm": hc,
-                "mask_path": _store_mask(mask01, out_dir, name) if mask01 is not None else "",
+                "mask_path": _store_mask(mask01, out_dir, name, source) if mask01 is not None else "",
                 "image_sha256": file_sha256(src),
                 "conversions": ";".join(loaded.conversions),
+                "source": source,
+                "has_landmarks": True,
             }
         )
     labelled = set(df["image_name"])
@@ -280,7 +297,7 @@ def _ingest_challenge(root: Path, cfg: DataConfig, out_dir: Path) -> tuple[list[
     return rows, issues, counts
 
 
-def _ingest_hc18(root: Path, cfg: DataConfig, out_dir: Path) -> tuple[list[dict], list[Issue], dict[str, int]]:
+def _ingest_hc18(root: Path, cfg: DataConfig, out_dir: Path, source: str) -> tuple[list[dict], list[Issue], dict[str, int]]:
     from fetalbio.geometry.ellipse import ellipse_endpoints, fit_ellipse
     from fetalbio.geometry.masks import fill_outline
 
@@ -336,7 +353,7 @@ def _ingest_hc18(root: Path, cfg: DataConfig, out_dir: Path) -> tuple[list[dict]
         rows.append(
             {
                 "image_name": name,
-                "image_path": _store_image(src, loaded, out_dir, name),
+                "image_path": _store_image(src, loaded, out_dir, name, source),
                 "width": loaded.size[0],
                 "height": loaded.size[1],
                 "subject_id": subject_from_name(name),
@@ -344,43 +361,140 @@ def _ingest_hc18(root: Path, cfg: DataConfig, out_dir: Path) -> tuple[list[dict]
                 "points_source": f"{HC18_DIR}/*_Annotation:fitted_ellipse_axes",
                 "pixel_size_mm": px,
                 "hc_mm": hc if hc is not None else float("nan"),
-                "mask_path": _store_mask(mask01, out_dir, name),
+                "mask_path": _store_mask(mask01, out_dir, name, source),
                 "image_sha256": file_sha256(src),
                 "conversions": ";".join(loaded.conversions),
+                "source": source,
+                "has_landmarks": False,
             }
         )
     return rows, issues, counts
 
 
+def _mask_axes(mask01: np.ndarray) -> np.ndarray:
+    """The four axis endpoints (4, 2) of the ellipse fitted to a filled mask's outline."""
+    from fetalbio.geometry.ellipse import ellipse_endpoints, fit_ellipse
+    from fetalbio.geometry.masks import boundary_points
+
+    pts = boundary_points(mask01)
+    if len(pts) < 6:
+        raise ValueError("mask has no usable outline")
+    return ellipse_endpoints(fit_ellipse(pts))
+
+
+def _ingest_masks(root: Path, cfg: DataConfig, out_dir: Path, source: str) -> tuple[list[dict], list[Issue], dict[str, int]]:
+    """Masks + spacing CSV, no landmark CSV: one row per spacing-CSV row."""
+    spacing, issues = _read_spacing(root / cfg.spacing_csv, cfg.spacing_csv)
+    rows: list[dict] = []
+    counts = {"rows_in": len(spacing) + len(issues), "converted_16bit": 0, "converted_colour": 0, "without_spacing": 0, "without_mask": 0}
+    for line, (name, (px, hc)) in enumerate(spacing.items(), start=2):
+        mask_file = f"{cfg.masks_dir}/{Path(name).name}"
+        try:
+            src = safe_join(root / cfg.images_dir, name)
+            loaded = read_gray8(src)
+            m = read_gray8(safe_join(root / cfg.masks_dir, Path(name).name))
+        except (UnsafePathError, ImageReadError) as exc:
+            issues.append(Issue(cfg.spacing_csv, line, "image_name", name, str(exc)))
+            continue
+        if m.size != loaded.size:
+            issues.append(Issue(mask_file, None, "", name, f"mask size {m.size[0]}x{m.size[1]} differs from image size {loaded.size[0]}x{loaded.size[1]}"))
+            continue
+        mask01 = (m.pixels > 127).astype(np.uint8)
+        try:
+            pts = _mask_axes(mask01)
+        except ValueError as exc:
+            issues.append(Issue(mask_file, None, "", name, f"mask unusable: {exc}"))
+            continue
+        counts["converted_16bit"] += "16bit_to_8bit" in loaded.conversions
+        counts["converted_colour"] += any(c.endswith("_to_gray") for c in loaded.conversions)
+        counts["without_spacing"] += not np.isfinite(px)
+        rows.append({
+            "image_name": name, "image_path": _store_image(src, loaded, out_dir, name, source),
+            "width": loaded.size[0], "height": loaded.size[1], "subject_id": subject_from_name(name),
+            **dict(zip(POINT_COLUMNS, pts.reshape(-1).tolist())), "points_source": f"{cfg.masks_dir}:fitted_ellipse_axes",
+            "pixel_size_mm": px, "hc_mm": hc, "mask_path": _store_mask(mask01, out_dir, name, source),
+            "image_sha256": file_sha256(src), "conversions": ";".join(loaded.conversions),
+            "source": source, "has_landmarks": False,
+        })
+    return rows, issues, counts
+
+
+LAYOUTS = {"challenge": _ingest_challenge, "hc18": _ingest_hc18, "masks": _ingest_masks}
+REJECTED_CSV = "rejected.csv"
+
+
+def _rejected(root: Path, source: str) -> list[Issue]:
+    """The reviewer's rejections of a source (``rejected.csv``), as recorded drops."""
+    path = root / REJECTED_CSV
+    if not path.is_file():
+        return []
+    df = _require_columns(read_table_csv(path), ["image_name"], f"{source}/{REJECTED_CSV}")
+    note = df["reason"] if "reason" in df.columns else pd.Series("", index=df.index)
+    return [Issue(f"{source}/{REJECTED_CSV}", int(i) + 2, "image_name", n, f"rejected by the reviewer: {r or 'no note'}")
+            for i, (n, r) in enumerate(zip(df["image_name"], note))]
+
+
+def _ingest_source(name: str, root: Path, cfg: DataConfig, out_dir: Path) -> tuple[list[dict], list[Issue], list[Issue], dict]:
+    """One source: its rows, its problems, the reviewer's rejections and its counts."""
+    if not root.is_dir():
+        raise IngestError([Issue(str(root), None, "", "", f"data source {name!r} is not a directory")], "cannot ingest")
+    layout = detect_layout(root, cfg)
+    rows, issues, counts = LAYOUTS[layout](root, cfg, out_dir, name)
+    rejected = _rejected(root, name)
+    gone = {i.image_name for i in rejected}
+    rows = [r for r in rows if r["image_name"] not in gone]
+    return rows, issues, rejected, {"layout": layout, "root": str(root), **counts, "rejected_by_reviewer": len(rejected), "rows_kept": len(rows)}
+
+
+def _duplicate_names(rows: list[dict]) -> list[Issue]:
+    first: dict[str, str] = {}
+    issues = []
+    for r in rows:
+        if r["image_name"] in first and first[r["image_name"]] != r["source"]:
+            issues.append(Issue(r["source"], None, "image_name", r["image_name"], f"image name also in source {first[r['image_name']]!r}: names must be unique across sources"))
+        first.setdefault(r["image_name"], r["source"])
+    return issues
+
+
 def ingest(cfg: DataConfig, out_dir: Path, base_dir: Path | None = None) -> IngestResult:
-    """Ingest the dataset described by ``cfg`` into ``out_dir``.
+    """Ingest every source of ``cfg`` (``data.sources`` under ``data.root``) into ``out_dir``.
 
     ``cfg.root`` is taken relative to ``base_dir`` (default: the working directory).
-    Raises :class:`IngestError` listing every issue when ``cfg.on_error == "error"``.
+    Raises :class:`IngestError` listing every issue when ``cfg.on_error == "error"``; a
+    reviewer's rejection (``rejected.csv``) is a recorded drop, never an error.
     """
     root = Path(cfg.root) if base_dir is None else (base_dir / cfg.root)
     if not root.is_dir():
         raise IngestError([Issue(str(root), None, "", "", "data root is not a directory")], "cannot ingest")
-    layout = detect_layout(root, cfg)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
-    fn = _ingest_challenge if layout == "challenge" else _ingest_hc18
-    rows, issues, counts = fn(root, cfg, out_dir)
+    rows, issues, rejected, per_source = [], [], [], {}
+    for name, src_root in cfg.source_dirs(base_dir).items():
+        r, i, rej, c = _ingest_source(name, src_root, cfg, out_dir)
+        rows, issues, rejected, per_source[name] = rows + r, issues + i, rejected + rej, c
+    dups = _duplicate_names(rows)
+    issues += dups
+    bad = {d.image_name for d in dups}
+    rows = [r for r in rows if r["image_name"] not in bad]
     if issues and cfg.on_error == "error":
         shutil.rmtree(out_dir, ignore_errors=True)
-        raise IngestError(issues, f"ingest of {root} ({layout} layout) found problems; fix them or set data.on_error: drop")
-    dropped = pd.DataFrame([vars(i) for i in issues], columns=DROP_COLUMNS)
+        layouts = ", ".join(f"{n}: {c['layout']}" for n, c in per_source.items())
+        raise IngestError(issues, f"ingest of {root} ({layouts}) found problems; fix them or set data.on_error: drop")
+    dropped = pd.DataFrame([vars(i) for i in issues + rejected], columns=DROP_COLUMNS)
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     if table.empty:
         raise IngestError(issues or [Issue(str(root), None, "", "", "no rows")], f"ingest of {root} kept no rows")
-    counts = {"layout": layout, **counts, "rows_kept": len(table), "rows_dropped": counts["rows_in"] - len(table), "issues": len(dropped)}
+    rows_in = sum(c["rows_in"] for c in per_source.values())
+    layouts = sorted({c["layout"] for c in per_source.values()})
+    counts = {"layout": "+".join(layouts), "rows_in": rows_in, "rows_kept": len(table), "rows_dropped": rows_in - len(table),
+              "issues": len(dropped), "rows_with_landmarks": int(table["has_landmarks"].sum()), "sources": per_source}
     return IngestResult(table, dropped, counts)
 
 
 def read_ingested(path: Path) -> pd.DataFrame:
     """Read an ingest table, checking its columns (the contract with later stages)."""
-    df = pd.read_csv(path, dtype={"image_name": str, "subject_id": str, "mask_path": str, "conversions": str}, keep_default_na=True)
+    df = pd.read_csv(path, dtype={"image_name": str, "subject_id": str, "mask_path": str, "conversions": str, "source": str}, keep_default_na=True)
     missing = [c for c in TABLE_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: not an ingest table, missing columns {missing}")

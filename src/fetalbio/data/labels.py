@@ -20,6 +20,11 @@ Evidence per row (all in the report, the cleaned table keeps them too):
     signed distance of each point to the sonographer mask boundary (positive inside), where a
     mask exists; ``off_skull`` flags a row with any ``|distance| > off_skull_mm``. Without a
     pixel spacing the dataset's median spacing is used and ``spacing_assumed`` is set.
+``has_landmarks``
+    rows of a masks-only source have no landmark labels: their points are the axes of the
+    mask's ellipse. They take no part in the geometry fit, carry no label flags and are
+    ``mask_only`` rows (weight 0 unless ``derived_points: train``): segmentation and refinement
+    train on them, landmark variants do not, and no landmark error is measured against them.
 ``near_duplicate_of``
     an earlier image of the same subject whose 64x64 thumbnail differs by a mean absolute grey
     level below ``near_duplicate_mad`` (or has the same content hash).
@@ -131,6 +136,10 @@ def robust_mahalanobis(features: np.ndarray, seed: int, noise_floor: np.ndarray 
 def audit(table: pd.DataFrame, table_dir: Path, cfg: LabelsConfig, seed: int = 0) -> AuditResult:
     """Audit every row of an ingest table (see module docstring); apply ``cfg.policy``."""
     rep = table.copy().reset_index(drop=True)
+    if "has_landmarks" not in rep.columns:
+        rep["has_landmarks"] = True
+    rep["has_landmarks"] = rep["has_landmarks"].astype(str).str.lower().isin(["true", "1"])
+    real = rep["has_landmarks"].to_numpy()
     raw = rep[list(POINT_COLUMNS)].to_numpy(dtype=np.float64).reshape(-1, 4, 2)
     canon = np.empty_like(raw)
     feats = []
@@ -156,7 +165,8 @@ def audit(table: pd.DataFrame, table_dir: Path, cfg: LabelsConfig, seed: int = 0
     rep["max_abs_mask_dist_mm"] = np.where(np.isfinite(dists).any(axis=1), np.nanmax(np.abs(np.where(np.isfinite(dists), dists, -np.inf)), axis=1), np.nan)
 
     x = np.stack([90.0 - rep["angle_deg"], rep["centre_offset_frac"], rep["ratio"]], axis=1).astype(np.float64)
-    rep["mahalanobis_d2"] = robust_mahalanobis(x, seed)
+    rep["mahalanobis_d2"] = np.nan
+    rep.loc[real, "mahalanobis_d2"] = robust_mahalanobis(x[real], seed)
     d2_thr = float(chi2.ppf(cfg.mahalanobis_quantile, df=3))
     rep["near_duplicate_of"] = find_near_duplicates(rep, table_dir, cfg.near_duplicate_mad)
 
@@ -171,6 +181,8 @@ def audit(table: pd.DataFrame, table_dir: Path, cfg: LabelsConfig, seed: int = 0
     # a degenerate row (zero-length diameter) has NaN geometry: flag it rather than pass it
     degenerate = rep["angle_deg"].isna()
     flags["angle_off"] |= degenerate
+    for k in LABEL_FLAGS:  # derived points are not labels: nothing to flag
+        flags[k] = flags[k] & real
     flag_df = pd.DataFrame(flags)
     rep["flags"] = flag_df.apply(lambda r: ";".join(k for k in ALL_FLAGS if r[k]), axis=1)
     label_flagged = flag_df[list(LABEL_FLAGS)].any(axis=1)
@@ -185,6 +197,10 @@ def audit(table: pd.DataFrame, table_dir: Path, cfg: LabelsConfig, seed: int = 0
     else:
         action = np.where(dup_drop, "dropped", "kept")
         weight = np.ones(len(rep))
+    mask_only = ~real & (action != "dropped")
+    action = np.where(mask_only, "mask_only", action)
+    if cfg.derived_points == "ignore":
+        weight = np.where(real, weight, 0.0)
     rep["action"] = action
     rep["weight"] = weight
     rep["severity"] = flag_df[list(LABEL_FLAGS)].sum(axis=1) + np.nan_to_num(rep["mahalanobis_d2"] / max(d2_thr, 1e-9)).clip(0, 10) / 10
@@ -195,6 +211,7 @@ def audit(table: pd.DataFrame, table_dir: Path, cfg: LabelsConfig, seed: int = 0
         "rows_kept": int(len(clean)),
         "rows_dropped": int((rep["action"] == "dropped").sum()),
         "rows_weighted": int((rep["action"] == "weighted").sum()),
+        "rows_mask_only": int((rep["action"] == "mask_only").sum()),
         "renamed_ofd_bpd": int(rep["renamed"].sum()),
         "reordered_ofd_endpoints": int(rep["reordered_ofd"].sum()),
         "reordered_bpd_endpoints": int(rep["reordered_bpd"].sum()),

@@ -167,6 +167,13 @@ def _read_mask(path: Path) -> np.ndarray | None:
     return None if m is None else (m > 127).astype(np.uint8)
 
 
+def _has_landmarks(df: pd.DataFrame) -> np.ndarray:
+    """Whether each row has real landmark labels (tables from before sources existed: all)."""
+    if "has_landmarks" not in df.columns:
+        return np.ones(len(df), dtype=bool)
+    return df["has_landmarks"].astype(str).str.lower().isin(["true", "1"]).to_numpy()
+
+
 def per_image_table(clean: pd.DataFrame, oof: pd.DataFrame, images_root: Path, model_dir: Path) -> pd.DataFrame:
     """One row per held-out image: predicted and reference measurements, errors, Dice."""
     df = clean.merge(oof, on="image_name", how="inner", suffixes=("_ref", ""), validate="one_to_one")
@@ -177,7 +184,8 @@ def per_image_table(clean: pd.DataFrame, oof: pd.DataFrame, images_root: Path, m
     spacing = df["pixel_size_mm"].to_numpy(dtype=np.float64)
     err = radial_errors(pred, ref, spacing)
     out = pd.DataFrame({"image_name": df["image_name"], "fold": df["fold"], "status": df["status"], "reason": df["reason"].fillna(""),
-                        "label_trusted": df["weight"].to_numpy() > 0, "pixel_size_mm": spacing})
+                        "label_trusted": (df["weight"].to_numpy() > 0) & _has_landmarks(df), "pixel_size_mm": spacing,
+                        "source": df["source"].fillna("") if "source" in df.columns else ""})
     for k, p in enumerate(POINT_NAMES):
         out[f"err_{p}_px"] = err["px"][:, k]
         out[f"err_{p}_mm"] = err["mm"][:, k] if err["mm"] is not None else np.nan
