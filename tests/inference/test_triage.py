@@ -99,7 +99,8 @@ def test_an_implausible_picture_fails_with_the_signal_named_and_the_combiner_rou
     odd = f.iloc[[0]].copy()
     odd["dark_frac"] = 0.0
     verdict = comb.assess(odd, np.array([200.0]), np.array([True])).iloc[0]
-    assert verdict["flag"] == "failed" and verdict["reason"].startswith("not like fetal-head ultrasound: dark_frac 0")
+    assert verdict["flag"] == "failed"
+    assert verdict["reason"].startswith("not like fetal-head ultrasound: too little black surround for an ultrasound scan sector (dark_frac 0 outside")
     weak = f.iloc[[0]].copy()
     weak["ring_vs_outside"] = comb.weak_ring_below - 0.1
     assert comb.assess(weak, np.array([200.0]), np.array([True])).iloc[0]["reason"].startswith("weak skull outline")

@@ -30,7 +30,8 @@ def main(
     figures_dir: Path = typer.Option(Path("plots/compare"), help="CED, Bland–Altman and worst-case figures."),
 ) -> None:
     """Compare every variant of params' variant_names, each alone and refined (<variant>_refined)."""
-    from fetalbio.reporting.compare import best_of_family, compare_table, draw_bland_altman, draw_ced, draw_worst_cases, markdown_table, paired_hc_test
+    from fetalbio.reporting.compare import (best_of_family, compare_table, draw_bland_altman, draw_by_gestation, draw_ced, draw_worst_cases,
+                                            gestation_table, markdown_table, paired_hc_test)
     from fetalbio.reporting.evaluate import read_oof
 
     raw = read_params(params)
@@ -41,11 +42,14 @@ def main(
     table, best = compare_table(metrics)
     test = paired_hc_test(per_image, best_of_family(table, "landmark"), best_of_family(table, "segmentation"))
     note = f"Data: `{data_root}` ({int(table['failed'].count())} variants, {len(per_image[names[0]])} held-out images each)."
-    write_json(out_json, {"table": table.to_dict(orient="records"), "best": best, "paired_test_hc": test, "data_root": data_root})
-    write_text(out_md, markdown_table(table, best, test, note))
+    gest = gestation_table(metrics)
+    write_json(out_json, {"table": table.to_dict(orient="records"), "best": best, "paired_test_hc": test, "data_root": data_root,
+                          "hc_by_gestation": gest.to_dict(orient="records")})
+    write_text(out_md, markdown_table(table, best, test, note, gest))
     figures_dir.mkdir(parents=True, exist_ok=True)
     draw_ced({n: pd.read_csv(plots_dir / n / "ced.csv") for n in names}, figures_dir / "ced.png")
     draw_bland_altman({n: pd.read_csv(plots_dir / n / "bland_altman.csv") for n in names}, figures_dir / "bland_altman.png")
+    draw_by_gestation(per_image, figures_dir / "by_gestation.png")
     top = best.get("HC MAE mm", [names[0]])[0]
     draw_worst_cases(top, per_image[top], read_clean(labels), read_oof(models_dir / top), images_root, figures_dir / "worst_cases.png")
     write_csv(figures_dir / "hc_abs_err.csv", pd.concat([per_image[n][["image_name", "hc_abs_err_mm"]].assign(variant=n) for n in names]))

@@ -31,7 +31,7 @@ def main(
     triage: bool = typer.Option(True, help="Fit and score the nested out-of-fold triage (uncertainty, interval, flag)."),
 ) -> None:
     """Score a variant: MRE, SDR, BPD/OFD/HC errors, Bland–Altman, Dice, risk–coverage."""
-    from fetalbio.reporting.evaluate import evaluate, output_kind, per_image_table, read_oof, triage_signals
+    from fetalbio.reporting.evaluate import evaluate, per_image_table, read_oof, triage_signals
 
     if split_refined(variant)[0] not in VARIANTS:
         raise ConfigError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)} (and <variant>_refined)")
@@ -43,12 +43,15 @@ def main(
     if triage:
         signals = triage_signals(clean, oof.set_index("image_name").loc[pi["image_name"]].reset_index(), images_root, pi["pred_hc_mm"].to_numpy(),
                                  read_oof(coarse_dir) if coarse_dir is not None else None)
-    ev = evaluate(pi, output_kind(oof), list(cfg.sdr_thresholds_mm), signals)
+    base, refined = split_refined(variant)
+    family = VARIANTS[base].family  # the registry says what a method is; nothing is guessed from its files
+    ev = evaluate(pi, family, list(cfg.sdr_thresholds_mm), signals, scores_masks=refined or family == "segmentation")
     write_json(metrics, ev.summary)
     write_csv(plots_dir / "per_image.csv", ev.per_image)
     write_csv(plots_dir / "ced.csv", ev.ced)
     write_csv(plots_dir / "bland_altman.csv", ev.bland_altman)
     write_csv(plots_dir / "risk_coverage.csv", ev.risk_coverage)
+    write_csv(plots_dir / "by_gestation.csv", ev.by_gestation)
     # a declared plot: written even without triage (header only) so that the stage's outputs exist
     write_csv(plots_dir / "interval_coverage.csv", ev.interval_coverage if ev.interval_coverage is not None else pd.DataFrame(columns=["hc_tercile", "coverage", "n"]))
     hc = ev.summary["measurements_vs_sonographer"]["hc"]

@@ -184,6 +184,8 @@ def export_final(
         "seed": seed,
         "cross_validated": row,
         "train": train_summary,
+        "training_hc_range_mm": training_hc_range(clean),
+        "training_sources": training_sources(clean),
     }
     if refine is not None:
         provenance["refine_train"] = r_summary
@@ -208,6 +210,8 @@ def export_final(
         "train": deterministic_train,
         "cross_validated": row,
         "variant_cfg": dataclasses.asdict(vcfg),
+        "training_hc_range_mm": provenance["training_hc_range_mm"],
+        "training_sources": provenance["training_sources"],
     }
     if triage is not None:
         summary["triage"] = triage.as_dict()
@@ -221,6 +225,19 @@ def export_final(
             "variant_cfg": dataclasses.asdict(refine[0]),
         }
     return summary
+
+
+def training_hc_range(clean: pd.DataFrame) -> list[float] | None:
+    """[min, max] of the reference HC (mm) of the rows the model learned from (None without any)."""
+    hc = pd.to_numeric(clean["hc_mm"], errors="coerce").dropna() if "hc_mm" in clean.columns else pd.Series(dtype=float)
+    return [round(float(hc.min()), 2), round(float(hc.max()), 2)] if len(hc) else None
+
+
+def training_sources(clean: pd.DataFrame) -> dict[str, int]:
+    """Rows per data source the model learned from."""
+    if "source" not in clean.columns:
+        return {}
+    return {str(k): int(v) for k, v in clean["source"].fillna("").value_counts().sort_index().items()}
 
 
 def fit_triage(per_image: pd.DataFrame):

@@ -77,7 +77,7 @@ def paired_hc_test(per_image: dict[str, pd.DataFrame], a: str | None, b: str | N
     return {"variant_a": a, "variant_b": b, "metric": "per-image |HC error| vs sonographer (mm)", **res}
 
 
-def markdown_table(table: pd.DataFrame, best: dict[str, list[str]], test: dict[str, Any], data_note: str) -> str:
+def markdown_table(table: pd.DataFrame, best: dict[str, list[str]], test: dict[str, Any], data_note: str, gest: pd.DataFrame | None = None) -> str:
     cols = ["variant", "family"] + [c for c, _, _ in TABLE_COLUMNS]
     lines = ["# Variant comparison", "", data_note, "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -103,7 +103,82 @@ def markdown_table(table: pd.DataFrame, best: dict[str, list[str]], test: dict[s
               "HC/BPD/OFD: vs the sonographer (HC18 reference HC; axes of the ellipse fitted to the sonographer mask); "
               "Ellipse Dice: the predicted head ellipse vs the sonographer mask; Mask Dice: segmentation variants' masks. "
               "All numbers are out-of-fold (subject-grouped folds)."]
+    lines += gestation_markdown(gest if gest is not None else pd.DataFrame())
     return "\n".join(lines) + "\n"
+
+
+GESTATION_BINS = ("<100", "100-150", "150-200", "200-250", "250-300", ">300")
+
+
+def gestation_table(metrics: dict[str, dict]) -> pd.DataFrame:
+    """variant x (source | HC bin): HC MAE, bias and n from each variant's ``hc_by_source`` /
+    ``hc_by_bin`` (evaluate), one row per variant and group."""
+    rows = []
+    for name, m in metrics.items():
+        for group, key in (("source", "hc_by_source"), ("hc_bin", "hc_by_bin")):
+            for value, r in (m.get(key) or {}).items():
+                rows.append({"variant": name, "group": group, "value": value, **{k: r.get(k) for k in ("n", "n_failed", "mae_mm", "bias_mm", "loa_low_mm", "loa_high_mm", "interval_coverage", "n_refused", "n_ok_over_10mm")}})
+    return pd.DataFrame(rows)
+
+
+def gestation_markdown(gest: pd.DataFrame) -> list[str]:
+    """HC MAE (bias) per variant by source and by reference-HC bin, as Markdown lines."""
+    if gest.empty:
+        return []
+
+    def cell(r: pd.Series) -> str:
+        if r is None or r["mae_mm"] is None or not np.isfinite(float(r["mae_mm"])):
+            return "–"
+        return f"{float(r['mae_mm']):.2f} ({float(r['bias_mm']):+.2f}) n={int(r['n'])}"
+
+    lines = ["", "## HC by gestation", "", "HC MAE (bias) in mm and the number of images, out-of-fold, by data source and by the "
+             "sonographer's HC (mm). A bin with few images is noisy.", ""]
+    for group in ("source", "hc_bin"):
+        sub = gest[gest["group"] == group]
+        values = [v for v in (GESTATION_BINS if group == "hc_bin" else sorted(sub["value"].unique())) if v in set(sub["value"])]
+        lines += ["| variant | " + " | ".join(values) + " |", "|---|" + "---|" * len(values)]
+        for name, g in sub.groupby("variant", sort=False):
+            by = {r["value"]: r for _, r in g.iterrows()}
+            lines.append(f"| {name} | " + " | ".join(cell(by.get(v)) for v in values) + " |")
+        lines.append("")
+    return lines
+
+
+def draw_by_gestation(per_image: dict[str, pd.DataFrame], path: Path, edges: tuple[float, ...] = (0, 100, 150, 200, 250, 300, 400)) -> None:
+    """HC error against the sonographer's HC for each variant, with its MAE and bias per bin."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = max(1, len(per_image))
+    ncols = min(4, n)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.8 * ncols, 3.0 * nrows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    for ax, (name, pi) in zip(axes.ravel(), per_image.items()):
+        d = pi[np.isfinite(pi["hc_err_mm"]) & np.isfinite(pi["ref_hc_mm"])]
+        ax.scatter(d["ref_hc_mm"], d["hc_err_mm"], s=5, alpha=0.5, color="tab:blue")
+        mids, mae, bias = [], [], []
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            b = d[(d["ref_hc_mm"] >= lo) & (d["ref_hc_mm"] < hi)]
+            if len(b):
+                mids.append(float(b["ref_hc_mm"].mean()))
+                mae.append(float(b["hc_err_mm"].abs().mean()))
+                bias.append(float(b["hc_err_mm"].mean()))
+        ax.plot(mids, mae, "-o", color="tab:red", ms=3, lw=1, label="MAE per bin")
+        ax.plot(mids, bias, "-s", color="k", ms=3, lw=1, label="bias per bin")
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set_title(f"{name} (n={len(d)})", fontsize=8)
+        ax.set_xlabel("sonographer HC (mm)", fontsize=7)
+        ax.set_ylabel("pred - ref HC (mm)", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.legend(fontsize=6)
+    fig.suptitle("HC error by head size (out-of-fold)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def draw_ced(ceds: dict[str, pd.DataFrame], path: Path) -> None:

@@ -59,6 +59,7 @@ class Evaluation:
     bland_altman: pd.DataFrame
     risk_coverage: pd.DataFrame
     interval_coverage: pd.DataFrame | None = None
+    by_gestation: pd.DataFrame | None = None
 
 
 def triage_signals(clean: pd.DataFrame, oof: pd.DataFrame, images_root: Path, hc_mm: np.ndarray, coarse_oof: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -88,6 +89,49 @@ def _ellipse_or_none(pts: np.ndarray) -> Ellipse | None:
         return ellipse_from_points(pts)
     except ValueError:
         return None
+
+
+# Reference-HC bins of the results by gestation (mm): < 100, 100-150, ..., > 300.
+HC_BIN_EDGES_MM = (100.0, 150.0, 200.0, 250.0, 300.0)
+HC_BIN_LABELS = ("<100", "100-150", "150-200", "200-250", "250-300", ">300")
+
+
+def hc_bin(ref_hc_mm) -> pd.Series:
+    """The HC bin label of each reference HC ('' where there is none)."""
+    ref = pd.Series(np.asarray(ref_hc_mm, dtype=np.float64))
+    idx = np.searchsorted(np.asarray(HC_BIN_EDGES_MM), ref.to_numpy(), side="right")
+    return pd.Series(np.where(ref.notna(), np.asarray(HC_BIN_LABELS, dtype=object)[np.clip(idx, 0, len(HC_BIN_LABELS) - 1)], ""))
+
+
+def _group_row(g: pd.DataFrame) -> dict[str, Any]:
+    """HC agreement of one group of per-image rows (failed rows counted, not averaged)."""
+    ok = g[np.isfinite(g["hc_err_mm"])]
+    err = ok["hc_err_mm"].to_numpy(dtype=np.float64)
+    row: dict[str, Any] = {"n": int(len(g)), "n_failed": int(len(g) - len(ok)),
+                           "mae_mm": float(np.mean(np.abs(err))) if len(err) else np.nan,
+                           "bias_mm": float(np.mean(err)) if len(err) else np.nan}
+    sd = float(np.std(err, ddof=1)) if len(err) > 1 else np.nan
+    row["loa_low_mm"], row["loa_high_mm"] = row["bias_mm"] - 1.96 * sd, row["bias_mm"] + 1.96 * sd
+    row["within_3mm"] = float(np.mean(np.abs(err) <= 3.0)) if len(err) else np.nan
+    if "hc_mm_low" in g.columns:
+        covered = (ok["ref_hc_mm"] >= ok["hc_mm_low"]) & (ok["ref_hc_mm"] <= ok["hc_mm_high"])
+        row["interval_coverage"] = float(covered.mean()) if len(ok) else np.nan
+        row["n_refused"] = int(g["flag_reason"].fillna("").str.startswith("not like fetal-head").sum())
+        row["n_ok_over_10mm"] = int(((ok["flag"] == "ok") & (ok["hc_abs_err_mm"] > 10.0)).sum())
+    return row
+
+
+def by_gestation(pi: pd.DataFrame) -> pd.DataFrame:
+    """HC MAE, bias, 95 % limits (and, with the triage, interval coverage, refusals, large
+    errors flagged ``ok``) per source and per reference-HC bin: ``group`` (source|hc_bin),
+    ``value``, then the numbers. Rows without a reference HC are left out."""
+    has_ref = pi[np.isfinite(pi["ref_hc_mm"].to_numpy(dtype=np.float64))].copy()
+    has_ref["hc_bin"] = hc_bin(has_ref["ref_hc_mm"]).to_numpy()
+    rows = [{"group": "all", "value": "all", **_group_row(has_ref)}]
+    if "source" in has_ref.columns:
+        rows += [{"group": "source", "value": str(v), **_group_row(g)} for v, g in has_ref.groupby("source", sort=True)]
+    rows += [{"group": "hc_bin", "value": b, **_group_row(has_ref[has_ref["hc_bin"] == b])} for b in HC_BIN_LABELS if (has_ref["hc_bin"] == b).any()]
+    return pd.DataFrame(rows)
 
 
 def triage_metrics(pi: pd.DataFrame, defer_share: float = 0.1, big_error_mm: float = 4.0) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -121,6 +165,8 @@ def triage_metrics(pi: pd.DataFrame, defer_share: float = 0.1, big_error_mm: flo
         "uncertain_with_error_over_4mm": float(big[flagged.to_numpy()].mean()) if flagged.any() else float("nan"),
         "failed_share": float((pi["flag"] == "failed").mean()),
         "implausible_measured": int(((m["flag"] == "failed")).sum()),
+        "refused_as_not_ultrasound": int(pi["flag_reason"].fillna("").str.startswith("not like fetal-head").sum()),
+        "ok_with_error_over_10mm": int(((m["flag"] == "ok") & (err > 10.0)).sum()),
     }
     return out, cov
 
@@ -139,12 +185,6 @@ def read_oof(model_dir: Path) -> pd.DataFrame:
     if dup.any():
         raise ValueError(f"{model_dir}: image(s) predicted in two folds: {oof.loc[dup, 'image_name'].tolist()[:5]}")
     return oof
-
-
-def output_kind(oof: pd.DataFrame) -> str:
-    """What a method outputs, which decides what is scored: ``"segmentation"`` (points and a
-    mask: Dice, IoU, HD95 too) when its held-out predictions have masks, else ``"landmark"``."""
-    return "segmentation" if (oof["mask_path"].fillna("") != "").any() else "landmark"
 
 
 def _mask_axes_px(mask01: np.ndarray, hc_px: float = float("nan")) -> tuple[float, float, float]:
@@ -231,10 +271,14 @@ def _rounded(d: Any, nd: int = 5) -> Any:
     return d
 
 
-def evaluate(per_image: pd.DataFrame, family: str, sdr_thresholds_mm: list[float], signals: pd.DataFrame | None = None) -> Evaluation:
+def evaluate(per_image: pd.DataFrame, family: str, sdr_thresholds_mm: list[float], signals: pd.DataFrame | None = None,
+             scores_masks: bool | None = None) -> Evaluation:
     """Summary metrics (and plot data) from :func:`per_image_table`'s output; with the triage
     ``signals`` (:func:`triage_signals`, same row order) also the nested out-of-fold triage
-    (uncertainty, 90 % interval, flag) and how well it picks out the errors."""
+    (uncertainty, 90 % interval, flag) and how well it picks out the errors. ``family``: the
+    registry's (landmark | segmentation); ``scores_masks``: the method outputs masks (a
+    segmentation variant, or any refined one): Dice, IoU, HD95 too (default: segmentation)."""
+    scores_masks = family == "segmentation" if scores_masks is None else scores_masks
     pi = per_image.copy()
     triage, interval_cov, skipped = None, None, ""
     if signals is not None:
@@ -280,7 +324,7 @@ def evaluate(per_image: pd.DataFrame, family: str, sdr_thresholds_mm: list[float
     tilt = pi["ref_tilt_deg"] if "ref_tilt_deg" in pi else pd.Series(np.nan, index=pi.index)
     by_tilt = errors_by_tilt(pi["pred_hc_mm"].to_numpy(), pi["ref_hc_mm"].to_numpy(), tilt.to_numpy())
     seg = {"ellipse_dice": float(np.nanmean(pi["ellipse_dice"])) if pi["ellipse_dice"].notna().any() else np.nan}
-    if family == "segmentation":
+    if scores_masks:
         seg.update({
             "mask_dice": float(np.nanmean(pi["mask_dice"])),
             "mask_iou": float(np.nanmean(pi["mask_iou"])),
@@ -295,9 +339,12 @@ def evaluate(per_image: pd.DataFrame, family: str, sdr_thresholds_mm: list[float
     )
     folds = summarize_over_folds(per_fold, ["mre_mm", "hc_abs_err_mm", "ellipse_dice"], fold_col="fold")
     failed = pi[pi["status"] != "ok"]
+    gest = by_gestation(pi)
     summary = {
         "family": family,
         "n_images": int(len(pi)),
+        "n_scored": {"landmarks_vs_clean_labels": int(len(trusted)), "hc_vs_sonographer": int(np.isfinite(pi["ref_hc_mm"]).sum()),
+                     "masks_vs_sonographer": int(pi["mask_dice"].notna().sum()) if scores_masks else 0},
         "n_failed": int(len(failed)),
         "failure_reasons": {str(k): int(v) for k, v in failed["reason"].value_counts().items()},
         "landmarks_vs_clean_labels": landmarks,
@@ -308,6 +355,8 @@ def evaluate(per_image: pd.DataFrame, family: str, sdr_thresholds_mm: list[float
         "segmentation": seg,
         "uncertainty": unc,
         "over_folds": folds,
+        "hc_by_source": {r["value"]: {k: v for k, v in r.items() if k not in ("group", "value")} for r in gest[gest["group"] == "source"].to_dict("records")},
+        "hc_by_bin": {r["value"]: {k: v for k, v in r.items() if k not in ("group", "value")} for r in gest[gest["group"] == "hc_bin"].to_dict("records")},
     }
     if triage is not None:
         summary["triage"] = triage
@@ -318,4 +367,4 @@ def evaluate(per_image: pd.DataFrame, family: str, sdr_thresholds_mm: list[float
     ba.insert(0, "image_name", pi["image_name"].to_numpy())
     ba = ba[np.isfinite(ba["mean_mm"]) & np.isfinite(ba["diff_mm"])].reset_index(drop=True)  # failed rows: per_image lists them
     rc = risk_coverage(pi["triage_uncertainty" if triage is not None else "uncertainty"].to_numpy(), pi["hc_abs_err_mm"].to_numpy())
-    return Evaluation(_rounded(summary), pi, ced, ba, rc, interval_cov)
+    return Evaluation(_rounded(summary), pi, ced, ba, rc, interval_cov, gest)

@@ -28,6 +28,15 @@ def _training_line(source: str, train: dict[str, Any]) -> str:
             f"({train.get('best_epoch', '–')} of {train.get('epochs_run', '–')}).")
 
 
+def _range_line(final: dict[str, Any]) -> str:
+    rng = final.get("training_hc_range_mm")
+    srcs = final.get("training_sources") or {}
+    by = f" ({', '.join(f'{k}: {v} rows' for k, v in srcs.items())})" if srcs else ""
+    if not rng:
+        return f"- Training HC range: unknown (no reference HC in the training rows){by}."
+    return f"- Trained on heads of HC {rng[0]:.0f}–{rng[1]:.0f} mm (the sonographer's reference){by}."
+
+
 def model_card(final: dict[str, Any], metrics: dict[str, Any], data_root: str, n_subjects: int) -> str:
     """Markdown: what the model is, how it was trained, its cross-validated numbers, use and limits.
 
@@ -88,6 +97,7 @@ def model_card(final: dict[str, Any], metrics: dict[str, Any], data_root: str, n
         "## Training data",
         "",
         f"- `{data_root}`: {metrics.get('n_images', '–')} images of {n_subjects} pregnancies; rows and label handling as in `reports/label_audit.csv`.",
+        _range_line(final),
         "- Images, masks, pixel sizes and reference HC: HC18 grand challenge training set (van den Heuvel et al., PLOS ONE 2018, "
         "doi:10.1371/journal.pone.0200412; data doi:10.5281/zenodo.1327317; CC BY 4.0).",
         _training_line(final["source"], train),
@@ -114,6 +124,10 @@ def model_card(final: dict[str, Any], metrics: dict[str, Any], data_root: str, n
             + ", ".join(f"{t['hc_low_mm']:.0f}–{t['hc_high_mm']:.0f} mm: {t['mae']:.2f}" for t in terc["terciles"])
             + f" (largest / smallest {terc.get('largest_over_smallest', float('nan')):.2f}) |"
         )
+    bins = metrics.get("hc_by_bin") or {}
+    if bins:
+        lines.append("| HC MAE (bias) by sonographer HC (mm) | "
+                     + ", ".join(f"{b} (n = {r['n']}): {_num(r, 'mae_mm')} ({_num(r, 'bias_mm')})" for b, r in bins.items()) + " |")
     tilt = [t for t in metrics.get("hc_by_head_tilt", []) if t.get("n")]
     if tilt:
         lines.append(
@@ -126,8 +140,9 @@ def model_card(final: dict[str, Any], metrics: dict[str, Any], data_root: str, n
         "## Intended use and limits",
         "",
         "- **Research use only. Not a medical device**: no clinical validation or regulatory clearance; do not use it to make or support clinical decisions.",
-        "- Made for 2D ultrasound of the standard transthalamic plane, like HC18: one centre, first and second trimester. Heads larger than the "
-        "training range (third trimester), other planes, other machines or heavy artefacts are outside what was measured; check `flag` and the overlays.",
+        "- Made for 2D ultrasound of the standard transthalamic plane, like HC18 (one centre). Heads outside the training HC range above, "
+        "other planes, other machines or heavy artefacts are outside what was measured: `predict` notes a measurement outside the range "
+        "(`range_note`); check `flag` and the overlays.",
         "- Millimetres need the pixel size (`--spacing` / `--pixel-size`); without it only pixel coordinates are reported.",
         "- `ga_weeks` is Hadlock's 1984 HC regression, fitted on 14–42 menstrual weeks (HC about 10–36 cm): outside HC 100–360 mm it is left empty and `ga_note` says why.",
         "",
