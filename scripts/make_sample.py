@@ -32,6 +32,10 @@ project's development dataset, so that `dvc repro` runs out of the box.
 | `landmarks.csv` | `image_name,ofd_1_x,...,bpd_2_y`: an independent landmark annotation (noisy: see the audit) |
 | `masks/NNN_HC.png` | 0/255 filled skull ellipse (HC18 reference annotation, flood-filled) |
 | `hc18_reference.csv` | `image_name,pixel_size_mm,hc_mm` |
+| `hc18-late/` | the second source: later-gestation images, masks only (its own README) |
+
+`params.yaml` reads this folder as two data sources (`data.sources`): `fetal-head: .` and
+`hc18-late: hc18-late`.
 
 ## Attribution and licence
 Images, masks, pixel sizes and head circumferences come from the HC18 grand challenge training

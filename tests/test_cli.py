@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from stage_cli import app  # the stage scripts and the fetalbio command in one app
 from typer.testing import CliRunner
-
-from fetalbio.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -29,15 +28,23 @@ def _fail(args: list[str]) -> str:
     return res.output
 
 
-def test_help_lists_every_stage() -> None:
+def test_help_lists_every_user_command_and_every_stage_script_has_help() -> None:
     import re
 
-    res = runner.invoke(app, ["--help"], terminal_width=200)
+    from stage_cli import STAGES, stage_module
+
+    from fetalbio.cli import app as user_app
+
+    res = runner.invoke(user_app, ["--help"], terminal_width=200)
     assert res.exit_code == 0
     # each command as a whole word at the start of its help row ("compare" inside "compare-runs" does not count)
     listed = set(re.findall(r"^\W*([a-z][a-z-]*)\s{2,}", res.output, re.M))
-    for cmd in ("ingest", "clean-labels", "build-folds", "train", "refine", "evaluate", "compare", "final", "params-merge", "predict", "bench", "export", "compare-runs"):
+    for cmd in ("refine", "params-merge", "predict", "bench", "export", "compare-runs", "corrections-to-source", "summary"):
         assert cmd in listed, (cmd, sorted(listed))
+    assert not {"ingest", "train", "evaluate", "final"} & listed  # DVC stages are scripts under stages/, not user commands
+    for name in STAGES:
+        res = runner.invoke(stage_module(name).app, ["--help"], terminal_width=200)
+        assert res.exit_code == 0 and "--params" in res.output, (name, res.output)
 
 
 def test_unknown_variant(tmp_path: Path) -> None:
@@ -103,7 +110,7 @@ def test_params_merge_applies_writeups_config(tmp_path: Path) -> None:
                                        "coord_alexnet", "coord_resnet18", "coord_resnet34", "coord_efficientnet"]
     assert merged["train"]["epochs"] == 15 and merged["train"]["cpu_threads"] == 1
     assert merged["variants"]["hm_unet"]["arch"]["base_width"] == 16  # the paired reference at full-cpu size
-    assert merged["data"]["root"] == "../shared/data/fetal-head"
+    assert merged["data"]["root"] == "../shared/data/fetal-head" and merged["data"]["sources"] == {"fetal-head": ".", "hc18-late": None}
 
 
 def test_params_merge_applies_full_config(tmp_path: Path) -> None:
@@ -111,6 +118,6 @@ def test_params_merge_applies_full_config(tmp_path: Path) -> None:
     res = runner.invoke(app, ["params-merge", str(REPO / "configs/full-cpu.yaml"), "--params", str(p)])
     assert res.exit_code == 0, res.output
     merged = yaml.safe_load(p.read_text())
-    assert merged["data"]["root"] == "../shared/data/fetal-head"
+    assert merged["data"]["root"] == "../shared/data/fetal-head" and merged["data"]["sources"] == {"fetal-head": ".", "hc18-late": None}
     assert merged["data"]["on_error"] == "error"  # untouched keys kept
     assert merged["variants"]["hm_unet"]["arch"]["base_width"] == 16

@@ -14,7 +14,7 @@ def test_repo_params_load() -> None:
     assert load_section(repo / "params.yaml", "data", DataConfig).root == "data/sample"
     load_section(repo / "params.yaml", "labels", LabelsConfig)
     folds = load_section(repo / "params.yaml", "folds", FoldsConfig)
-    assert folds.ids == [0, 1, 2] and folds.k == 3  # the documented K = 3 of the embedded sample
+    assert folds.ids == [0, 1] and folds.k == 2  # the documented K = 2 of the embedded sample
     for config in sorted((repo / "configs").glob("full-*.yaml")):  # and K = 5 on the full data
         assert load_section(config, "folds", FoldsConfig).ids == [0, 1, 2, 3, 4], config
     assert FoldsConfig(ids=[0, 1, 2]).k == 3

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from dvc_project import commit, dvc_env, make_project, micro_params, run
 
 pytestmark = pytest.mark.slow

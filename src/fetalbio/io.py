@@ -1,5 +1,6 @@
 """The bottom layer: file input and output that every other part of the package shares (it
-imports nothing from fetalbio).
+imports nothing from fetalbio but its own DICOM half, :mod:`fetalbio.io_dicom`, and that only
+when a file is DICOM: PNG users never import pydicom).
 
 Atomic writers for every file a stage declares (temp file + rename: a kill never leaves a
 half-written output that DVC could cache); safe paths and image reading with explicit, recorded
@@ -93,20 +94,42 @@ def safe_join(root: Path, name: str) -> Path:
     return root / Path(*parts)
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file's bytes (hex), read in blocks by ``hashlib.file_digest``."""
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+@dataclass(frozen=True)
+class PixelSize:
+    """The size of a pixel in mm (NaN when unknown), where it came from (``option``, ``csv``,
+    ``dicom-us-region``, ``dicom-pixel-spacing`` or ``none``) and, when there is none or the
+    file's was refused, why (``note``)."""
+
+    mm: float
+    source: str = "none"
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """One frame (``frame`` from 1) of a multi-frame file: what ``predict`` names ``file.dcm:N``."""
+
+    path: Path
+    frame: int
 
 
 @dataclass(frozen=True)
 class LoadedImage:
-    """An 8-bit single-channel image and the conversions applied to get it."""
+    """An 8-bit single-channel image and the conversions applied to get it.
+
+    ``dicom``: for a DICOM file, what it says about the image (UIDs for a report that refers to
+    it, the pixel-size calibration: ``dicom.pixel_size(centre, box)``), an
+    :class:`fetalbio.io_dicom.DicomSource`; None for other formats."""
 
     pixels: np.ndarray  # (H, W) uint8
     conversions: tuple[str, ...]
+    dicom: Any = None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -114,12 +137,38 @@ class LoadedImage:
         return int(self.pixels.shape[1]), int(self.pixels.shape[0])
 
 
-def read_gray8(path: Path) -> LoadedImage:
-    """Read any image OpenCV decodes as 8-bit grayscale, recording each conversion.
+DICOM_MAGIC_OFFSET = 128  # a DICOM file (PS3.10): a 128-byte preamble, then b"DICM"
+
+
+def is_dicom(path: Path) -> bool:
+    """Whether ``path`` is a DICOM file, by its content (``DICM`` after the preamble), whatever
+    its suffix; False for anything unreadable."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(DICOM_MAGIC_OFFSET + 4)
+    except OSError:
+        return False
+    return head[DICOM_MAGIC_OFFSET:] == b"DICM"
+
+
+def read_gray8(path: Path | str | FrameRef, frame: int | None = None) -> LoadedImage:
+    """Read an image as 8-bit grayscale, recording each conversion: a DICOM file (recognised by
+    content, see :func:`is_dicom`) through :func:`fetalbio.io_dicom.read_dicom_gray8` (``frame``
+    from 1 picks one of a multi-frame file; a :class:`FrameRef` carries both), anything else
+    OpenCV decodes through OpenCV.
 
     16-bit images are mapped to 8 bits by ``value / 257`` (full range to full range); colour
     images are converted with OpenCV's BGR→gray weights; an alpha channel is dropped.
     """
+    if isinstance(path, FrameRef):
+        path, frame = path.path, path.frame
+    path = Path(path)
+    if path.is_file() and is_dicom(path):
+        from fetalbio.io_dicom import read_dicom_gray8  # pydicom only for DICOM files
+
+        return read_dicom_gray8(path, frame)
+    if frame not in (None, 1):
+        raise ImageReadError(f"{path}:{frame}: frame {frame} asked for, but the file is not a multi-frame DICOM")
     if not path.exists():
         raise ImageReadError(f"{path}: file not found")
     if path.is_dir():

@@ -16,8 +16,8 @@ Signals (:func:`triage_features`), all cheap and all available at prediction tim
   just outside it: bone against soft tissue or fluid) and ``log_hc_mm`` (errors grow with the
   head);
 * image statistics that tell a B-mode ultrasound frame from other pictures: ``dark_frac``
-  (share of near-black pixels: the scan sector's surround), ``bright_frac`` (near-white) and
-  ``mean_intensity``.
+  (share of near-black pixels: the scan sector's surround), ``bright_frac`` (near-white; a
+  signal of the uncertainty only, not of the gate) and ``mean_intensity``.
 
 The combiner (:class:`Triage`) is a ridge regression of ``log(|HC error| + 0.2 mm)`` on the
 standardised signals (scikit-learn), fitted on out-of-fold predictions. Its prediction,
@@ -25,7 +25,8 @@ standardised signals (scikit-learn), fitted on out-of-fold predictions. Its pred
 ``HC ± c · uncertainty`` with ``c`` the split-conformal 90 % quantile of ``|error| /
 uncertainty`` over the rows it was fitted on, each row's uncertainty cross-fitted (from a ridge
 fitted on the other folds: calibrated on its own fit, the interval under-covered the largest
-heads, 86 % instead of 90 %). ``uncertain``: uncertainty above the
+heads, 86 % instead of 90 %), and ``c`` set separately in each band of the predicted HC
+(:data:`CONFORMAL_BAND_EDGES_MM`; a band with too few rows takes the overall ``c``). ``uncertain``: uncertainty above the
 ``1 - flag_share`` quantile of the fitted rows, or a skull outline weaker than all but
 ``SOFT_QUANTILE`` of them (:data:`WEAK_RING_SIGNAL`). ``failed`` (no measurement is reported): no
 ellipse, or a plausibility signal (``PLAUSIBILITY``) outside the range seen on the fitted rows
@@ -53,8 +54,11 @@ FEATURES = ("log_fit_residual", "log_point_unc", "stage_disagreement", "centre_s
 # is at least `uncertain` (few real heads are, and those few are mostly badly measured)
 WEAK_RING_SIGNAL = "ring_vs_outside"
 SOFT_QUANTILE = 0.03
-# signals that say whether the picture is a fetal head in ultrasound at all
-PLAUSIBILITY = ("axis_ratio", "size_frac", "ring_contrast", "ring_vs_outside", "dark_frac", "bright_frac", "mean_intensity")
+# signals that say whether the picture is a fetal head in ultrasound at all. Not bright_frac: real
+# frames carry burned-in white text and calipers, so its range on the fitted rows is no bound (on
+# the sample a held-out head with 0.13 % white pixels fell outside a range fitted up to 0.007 %);
+# a white page or a photo is out on mean_intensity and dark_frac already
+PLAUSIBILITY = ("axis_ratio", "size_frac", "ring_contrast", "ring_vs_outside", "dark_frac", "mean_intensity")
 # the gate's range of each plausibility signal: the fitted rows' [min, max] widened on each side
 # by this share of its width. 0.1 refused 6 of 186 real later-gestation heads when fitted on the
 # early ones only; fitted on both sources, 0.25 refuses no real head out of fold
@@ -72,6 +76,16 @@ GATE_WORDS = {
 }
 ERROR_FLOOR_MM = 0.2
 COVERAGE = 0.9
+# The 90 % interval's factor is set per band of the *predicted* HC (group-conditional split
+# conformal): one factor for all sizes covered small heads more and the largest less than 90 %.
+# A band with fewer fitted rows than CONFORMAL_MIN_ROWS uses the factor of all rows.
+CONFORMAL_BAND_EDGES_MM = (100.0, 150.0, 200.0, 250.0)
+CONFORMAL_MIN_ROWS = 25
+
+
+def _conformal_quantile(ratio: np.ndarray) -> float:
+    r = np.sort(ratio)
+    return float(r[min(r.size - 1, math.ceil((r.size + 1) * COVERAGE) - 1)])  # split-conformal quantile
 
 
 def _ellipse_samples(e: Ellipse, n: int, scale: float = 1.0) -> np.ndarray:
@@ -140,6 +154,16 @@ class Triage:
     ranges: dict[str, list[float]] = field(default_factory=dict)
     n_fit: int = 0
     weak_ring_below: float = float("nan")
+    band_edges_mm: list[float] = field(default_factory=list)  # predicted-HC bands of band_factors
+    band_factors: list[float] = field(default_factory=list)  # len(band_edges_mm) + 1 factors
+
+    def factor(self, hc_mm: np.ndarray) -> np.ndarray:
+        """The interval factor of each predicted HC (its band's, or the overall one)."""
+        hc = np.asarray(hc_mm, dtype=np.float64)
+        if not self.band_factors:
+            return np.full(hc.shape, self.conformal_factor)
+        band = np.searchsorted(np.asarray(self.band_edges_mm), np.nan_to_num(hc, nan=0.0), side="right")
+        return np.where(np.isfinite(hc), np.asarray(self.band_factors)[band], self.conformal_factor)
 
     # -- fitting -------------------------------------------------------------------------------
     @classmethod
@@ -173,20 +197,26 @@ class Triage:
             for v in sorted(set(g.tolist())):
                 held = g == v
                 u_cal[held] = np.exp(Ridge(alpha=alpha).fit(Z[~held], y[~held]).predict(Z[held]))
-        ratio = np.sort(err[ok] / u_cal)
+        ratio = err[ok] / u_cal
         n = ratio.size
-        k = min(n - 1, math.ceil((n + 1) * COVERAGE) - 1)  # split-conformal quantile
+        overall = _conformal_quantile(ratio)
+        hc_fit = np.exp(feats.loc[ok, "log_hc_mm"].astype(np.float64).to_numpy()) if "log_hc_mm" in feats else np.full(n, np.nan)
+        band = np.searchsorted(np.asarray(CONFORMAL_BAND_EDGES_MM), np.nan_to_num(hc_fit, nan=-1.0), side="right")
+        factors = [_conformal_quantile(ratio[(band == b) & np.isfinite(hc_fit)]) if ((band == b) & np.isfinite(hc_fit)).sum() >= CONFORMAL_MIN_ROWS
+                   else overall for b in range(len(CONFORMAL_BAND_EDGES_MM) + 1)]
         ranges = {}
         for c in PLAUSIBILITY:
             v = feats.loc[ok, c].astype(np.float64).dropna().to_numpy()
             if v.size:
                 lo, hi = np.quantile(v, [0.0, 1.0])
                 pad = margin * max(hi - lo, 1e-6)
-                ranges[c] = [float(lo - pad), float(hi + pad)]
+                # the signals are non-negative: widening never reaches below half the smallest
+                # value seen (a picture with no dark surround at all stays refused)
+                ranges[c] = [float(max(lo - pad, lo / 2)) if lo > 0 else float(lo - pad), float(hi + pad)]
         ring = feats.loc[ok, WEAK_RING_SIGNAL].astype(np.float64).dropna().to_numpy()
         weak = float(np.quantile(ring, SOFT_QUANTILE)) if ring.size else float("nan")
-        return cls(use, mean.tolist(), scale.tolist(), reg.coef_.tolist(), float(reg.intercept_), float(ratio[k]),
-                   float(np.quantile(u, 1.0 - flag_share)), ranges, int(n), weak)
+        return cls(use, mean.tolist(), scale.tolist(), reg.coef_.tolist(), float(reg.intercept_), overall,
+                   float(np.quantile(u, 1.0 - flag_share)), ranges, int(n), weak, list(CONFORMAL_BAND_EDGES_MM), factors)
 
     # -- applying ------------------------------------------------------------------------------
     def uncertainty(self, feats: pd.DataFrame) -> np.ndarray:
@@ -224,7 +254,7 @@ class Triage:
         row without a head size has no uncertainty (:meth:`uncertainty`), so no interval, and
         is judged by the outline and plausibility rules alone."""
         u = self.uncertainty(feats)
-        half = self.conformal_factor * u
+        half = self.factor(hc_mm) * u
         flags, reasons = [], []
         for i, (_, row) in enumerate(feats.iterrows()):
             if not measured[i]:
@@ -252,7 +282,8 @@ class Triage:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Triage":
-        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls)})
+        """From :meth:`as_dict`; a model file written before the per-band factors has one factor."""
+        return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d or f.name not in ("band_edges_mm", "band_factors")})
 
 
 def nested_triage(feats: pd.DataFrame, abs_err_mm: np.ndarray, hc_mm: np.ndarray, folds: np.ndarray, measured: np.ndarray, **kw) -> pd.DataFrame:

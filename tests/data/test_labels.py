@@ -5,16 +5,16 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
 
 from fetalbio import POINT_COLUMNS
-from fetalbio.config import LabelsConfig
+from fetalbio.config import DataConfig, LabelsConfig
 from fetalbio.data.ingest import ingest
 from fetalbio.data.labels import audit, draw_audit_picture
 from fetalbio.data.synthetic import make_challenge_dataset
-from fetalbio.config import DataConfig
 from fetalbio.geometry.points import canonicalize, canonicalize_batch
 
 
@@ -151,5 +151,14 @@ def test_audit_picture_written(tmp_path: Path) -> None:
     table, d = _ingested(tmp_path, n_subjects=15)
     table.loc[0, ["bpd_1_x", "bpd_1_y"]] = [1.0, 1.0]
     res = audit(table, d, LabelsConfig(), seed=0)
+    flagged = res.report[res.report["flags"].str.len() > 0]
     n = draw_audit_picture(res.report, d, tmp_path / "a.png", 4)
-    assert n >= 1 and (tmp_path / "a.png").stat().st_size > 1000
+    assert n == min(4, len(flagged)) and n >= 1  # the most severe flagged rows, at most the number asked for
+    img = cv2.imread(str(tmp_path / "a.png"))
+    assert img is not None and abs(img.shape[1] - round(4.2 * min(4, n) * 80)) <= 2  # one 4.2-inch panel per drawn row, at 80 dpi
+    # the BPD of the flagged rows is drawn (cyan), over the grayscale images
+    cyan = (img[:, :, 0] > 200) & (img[:, :, 1] > 200) & (img[:, :, 2] < 80)
+    assert cyan.any()
+    none = audit(table.drop(index=0).reset_index(drop=True), d, LabelsConfig(), seed=0).report
+    none = none.assign(flags="")
+    assert draw_audit_picture(none, d, tmp_path / "b.png", 4) == 0  # nothing flagged: nothing drawn, a note instead

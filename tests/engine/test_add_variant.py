@@ -1,22 +1,24 @@
 """Adding a variant is one registry entry and one params section (plus a network file if it is a
-new network): a toy variant added exactly that way trains, predicts its held-out fold, is
-evaluated, refined and compared, with no other change anywhere."""
+new network): a toy segmentation variant and a toy landmark variant added exactly that way train,
+predict their held-out folds, are evaluated with the family the registry gives them and
+compared, with no other change anywhere (the micro pipeline test, tests/test_pipeline.py, runs
+the refinement of every variant through dvc)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 import yaml
 from torch import nn
 
-from fetalbio.data.folds import assign_folds
 from fetalbio.config import TrainConfig, VariantConfig, from_dict
+from fetalbio.data.folds import assign_folds
 from fetalbio.engine.run import train_fold
 from fetalbio.models import MODELS
-from fetalbio.reporting.evaluate import evaluate, output_kind, per_image_table, read_oof
+from fetalbio.reporting.compare import best_of_family, compare_table
+from fetalbio.reporting.evaluate import evaluate, per_image_table, read_oof
 from fetalbio.variants import VARIANTS, VariantSpec
 
 TCFG = TrainConfig(input_width=64, input_height=64, batch_size=4, epochs=1, patience=1, device="cpu", cpu_threads=1, progress=False, amp=False)
@@ -35,35 +37,52 @@ class ToySegNet(nn.Module):
         return self.body(x)
 
 
+TOYS = {
+    # name: (registry entry, params section)
+    "toy": (VariantSpec("segmentation", "toy_seg", "dice_bce", description="toy segmentation"),
+            {"arch": {"width": 4}, "loss": "dice_bce", "postprocess": {"threshold": 0.5, "method": "plain"}}),
+    "toy_points": (VariantSpec("landmark", "toy_seg", "heatmap_mse", "heatmap", "soft_argmax", "toy heatmap landmarks"),
+                   {"arch": {"width": 4}, "codec": {"sigma": 2.0, "decoder": "soft_argmax"}, "loss": "heatmap_mse"}),
+}
+
+
 @pytest.fixture
-def toy_variant(monkeypatch):
+def toy_variants(monkeypatch):
     # 1. the network, registered by name (a new file under src/fetalbio/models/ in real life)
     if "toy_seg" not in MODELS:
         MODELS.register("toy_seg")(ToySegNet)
-    # 2. one registry entry
-    monkeypatch.setitem(VARIANTS, "toy", VariantSpec("segmentation", "toy_seg", "dice_bce", description="toy"))
-    # 3. one params section (and its name in variant_names)
     params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
-    params["variants"]["toy"] = {"arch": {"width": 4}, "loss": "dice_bce", "postprocess": {"threshold": 0.5, "method": "plain"}}
-    params["variant_names"].append("toy")
+    for name, (spec, section) in TOYS.items():
+        monkeypatch.setitem(VARIANTS, name, spec)  # 2. one registry entry
+        params["variants"][name] = section  # 3. one params section (and its name in variant_names)
+        params["variant_names"].append(name)
     return params
 
 
-def test_a_toy_variant_added_by_registry_entry_and_params_section_runs_end_to_end(toy_variant, synth_clean, tmp_path, monkeypatch) -> None:
+def test_toy_variants_added_by_registry_entry_and_params_section_run_end_to_end(toy_variants, synth_clean, tmp_path, monkeypatch) -> None:
     from fetalbio.commands._common import compared_names, read_variant_names
 
-    params = toy_variant
-    assert "toy" in read_variant_names(params, Path("params.yaml")) and "toy_refined" in compared_names(params, Path("params.yaml"))
+    params = toy_variants
+    assert {"toy", "toy_points"} <= set(read_variant_names(params, Path("params.yaml")))
+    assert {"toy_refined", "toy_points_refined"} <= set(compared_names(params, Path("params.yaml")))
     clean, d = synth_clean
     folds = assign_folds(clean, k=2, size_bins=1, seed=0)
-    vcfg = from_dict(VariantConfig, params["variants"]["toy"], "variants.toy")
     monkeypatch.chdir(tmp_path)
-    out = tmp_path / "models" / "toy"
-    for fold in (0, 1):
-        summary = train_fold(clean, folds, d, "toy", vcfg, TCFG, fold, 42, out / f"fold{fold}")
-        assert summary["family"] == "segmentation" and (out / f"fold{fold}" / "model.pt").is_file()
-    oof = read_oof(out)
-    assert sorted(oof["image_name"]) == sorted(clean["image_name"]) and output_kind(oof) == "segmentation"
-    ev = evaluate(per_image_table(clean, oof, d, out), output_kind(oof), [2.0])
-    assert ev.summary["n_images"] == len(clean) and "mask_dice" in ev.summary["segmentation"]
-    assert isinstance(pd.DataFrame(ev.per_image), pd.DataFrame)
+    metrics = {}
+    for name, (spec, _) in TOYS.items():
+        vcfg = from_dict(VariantConfig, params["variants"][name], f"variants.{name}")
+        out = tmp_path / "models" / name
+        for fold in (0, 1):
+            summary = train_fold(clean, folds, d, name, vcfg, TCFG, fold, 42, out / f"fold{fold}")
+            assert summary["family"] == spec.family and (out / f"fold{fold}" / "model.pt").is_file()
+        oof = read_oof(out)
+        assert sorted(oof["image_name"]) == sorted(clean["image_name"])  # every image held out once
+        assert (oof["mask_path"].fillna("") != "").any() == (spec.family == "segmentation")  # masks only from a segmentation method
+        ev = evaluate(per_image_table(clean, oof, d, out), spec.family, [2.0])
+        assert ev.summary["family"] == spec.family and ev.summary["n_images"] == len(clean)
+        assert ("mask_dice" in ev.summary["segmentation"]) == (spec.family == "segmentation")
+        assert ev.summary["n_scored"]["landmarks_vs_clean_labels"] == int((clean["weight"] > 0).sum())
+        metrics[name] = ev.summary
+    table, _ = compare_table(metrics)
+    assert dict(zip(table["variant"], table["family"])) == {"toy": "segmentation", "toy_points": "landmark"}
+    assert best_of_family(table, "landmark") == "toy_points" and best_of_family(table, "segmentation") == "toy"

@@ -1,6 +1,6 @@
 """Multi-process training (DistributedDataParallel, gloo on CPU, loopback only).
 
-The end-to-end test launches the real ``fetalbio train`` under ``python -m torch.distributed.run
+The end-to-end test launches the real ``python stages/train.py`` under ``python -m torch.distributed.run
 --nproc_per_node 2`` on a micro configuration (tiny UNet, 64x64, 2 epochs, 1 thread per rank)
 and checks what rank 0 alone must write. The sharding itself (every training row exactly once
 per epoch across the ranks) is checked in-process on the sampler the loop uses.
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import yaml
+from fold_files import fold_stage, fold_weights
 
 from fetalbio.config import TrainConfig, VariantConfig, from_dict, merged_train_config
 from fetalbio.data.folds import assign_folds
@@ -29,7 +29,6 @@ from fetalbio.engine.distributed import DistContext, train_sampler
 from fetalbio.engine.train import _loader, seed_everything
 from fetalbio.io import write_csv
 from fetalbio.tasks import build_task
-from fold_files import fold_stage, fold_weights
 
 VARIANT = "hm_unet"
 HELD = 1
@@ -91,10 +90,9 @@ def test_two_process_training_under_torchrun(synth_clean, tiny_arch, repo: Path,
     work.mkdir()
     out = work / "models" / VARIANT / f"fold{HELD}"
 
-    script = shutil.which("fetalbio", path=str(Path(sys.executable).parent))
-    launch = ["--no-python", script] if script else ["-m", "fetalbio.cli"]
+    launch = [str(Path(__file__).resolve().parents[2] / "stages" / "train.py")]  # as dvc.yaml runs the stage
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), *launch, "train", "--params", str(tmp_path / "params.yaml"),
+           "--master_port", str(_free_port()), *launch, "--params", str(tmp_path / "params.yaml"),
            "--variant", VARIANT, "--fold", str(HELD), "--labels", str(tmp_path / "labels.csv"),
            "--folds", str(tmp_path / "folds.csv"), "--images-root", str(table_dir), "--out-dir", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FETALBIO_NO_PROGRESS": "1", "GLOO_SOCKET_IFNAME": "lo",

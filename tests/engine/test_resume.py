@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from fold_files import fold_weights
 
 from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.data.folds import assign_folds
@@ -24,7 +25,6 @@ from fetalbio.engine.run import default_resume_dir, inner_split, resume_key, tra
 from fetalbio.engine.train import RESUME_FILE
 from fetalbio.io import write_json
 from fetalbio.reporting.evaluate import evaluate, per_image_table, read_oof
-from fold_files import fold_weights
 
 HELD = 1
 SEED = 5

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fold_files import fold_weights
 
 from fetalbio import POINT_COLUMNS
 from fetalbio.config import TrainConfig, VariantConfig
@@ -20,9 +21,8 @@ from fetalbio.engine.dataset import BiometryDataset
 from fetalbio.engine.run import PREDICTION_COLUMNS, inner_split, table_hash, train_fold
 from fetalbio.engine.train import predict
 from fetalbio.geometry.points import canonicalize_batch
-from fetalbio.tasks import build_task
 from fetalbio.model_file import read_model_file
-from fold_files import fold_weights
+from fetalbio.tasks import build_task
 
 HELD = 1
 SEED = 42

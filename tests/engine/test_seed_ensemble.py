@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from fold_files import fold_stage, fold_weights
 
 from fetalbio import POINT_COLUMNS
 from fetalbio.config import ConfigError, TrainConfig, VariantConfig, from_dict
@@ -22,7 +23,6 @@ from fetalbio.inference.export import export_final, gather_folds
 from fetalbio.model_file import load_model, read_model_file
 from fetalbio.reporting.model_card import model_card
 from fetalbio.tasks import build_task
-from fold_files import fold_stage, fold_weights
 
 HELD = 1
 SEED = 42

@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
-from fetalbio.geometry import ellipse as ellipse_mod
 
 from fetalbio.geometry import (
     Ellipse,
@@ -25,6 +24,7 @@ from fetalbio.geometry import (
     ramanujan_perimeter,
     transform_ellipse,
 )
+from fetalbio.geometry import ellipse as ellipse_mod
 
 E = Ellipse(200.3, 150.7, 120.0, 85.0, 0.6)
 

@@ -16,14 +16,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from stage_cli import app  # the stage scripts and the fetalbio command in one app
 from typer.testing import CliRunner
 
-from fetalbio.cli import app
 from fetalbio.config import TrainConfig, VariantConfig
-from fetalbio.model_file import StageWeights, load_model, model_payload, save_model
 from fetalbio.inference.onnx_form import OnnxBackend, load_onnx_form
 from fetalbio.inference.predictor import Predictor
 from fetalbio.io import read_gray8
+from fetalbio.model_file import StageWeights, load_model, model_payload, save_model
 from fetalbio.tasks import build_task
 
 torch.set_num_threads(1)
@@ -356,9 +356,9 @@ def test_docs_example_matches_predict(tmp_path: Path) -> None:
     # the example runs the first stage: compare with fetalbio's first-stage measurement of the same image
     import cv2
 
-    from fetalbio.model_file import load_model
     from fetalbio.inference.predictor import Predictor
     from fetalbio.metrics.biometry import diameters_px, ramanujan_hc
+    from fetalbio.model_file import load_model
 
     (p,) = Predictor(load_model(PRETRAINED)).predict_coarse([cv2.imread(str(SAMPLE / "images" / image), cv2.IMREAD_GRAYSCALE)])
     o, b = (float(v[0]) for v in diameters_px(p.points[None]))

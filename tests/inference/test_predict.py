@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from fetalbio.cli import app
 from fetalbio.config import TrainConfig, VariantConfig
-from fetalbio.model_file import load_model, model_payload, save_model
 from fetalbio.inference.predictor import PREDICT_COLUMNS
 from fetalbio.metrics.biometry import ga_weeks_hadlock, ramanujan_hc
+from fetalbio.model_file import load_model, model_payload, save_model
 from fetalbio.tasks import build_task
 
 REPO = Path(__file__).resolve().parents[2]

@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
-import pytest
+from stage_cli import app  # the stage scripts and the fetalbio command in one app
 from typer.testing import CliRunner
 
-from fetalbio.cli import app
 from fetalbio.model_file import load_model
 
 REPO = Path(__file__).resolve().parents[2]

@@ -165,3 +165,27 @@ def test_review_page_loads_in_a_headless_browser_with_one_card_per_image(tmp_pat
     dom = proc.stdout
     assert f'data-cards="{len(preds)}"' in dom, dom[:500]
     assert f'data-images-ok="{len(preds)}"' in dom  # every overlay decoded
+
+
+def test_the_interval_factor_is_set_per_band_of_predicted_hc() -> None:
+    """Errors heavier-tailed for large heads at the same typical size: one factor would
+    under-cover them; the band factors cover every band close to 90 % out of fold."""
+    rng = np.random.default_rng(3)
+    n = 1500
+    f = pd.DataFrame({c: rng.normal(size=n) for c in FEATURES})
+    f["ring_vs_outside"] = rng.normal(2.0, 0.5, size=n)
+    hc = rng.uniform(60.0, 340.0, n)
+    f["log_hc_mm"] = np.log(hc)
+    noise = np.where(hc > 250, rng.standard_t(2, n), rng.normal(size=n))  # same scale, heavier tail for large heads
+    err = np.abs(noise)
+    folds = rng.integers(0, 5, n)
+    tri = nested_triage(f, err, hc, folds, np.ones(n, bool))
+    covered = err <= tri["hc_half_width_mm"].to_numpy()
+    band = np.searchsorted([100.0, 150.0, 200.0, 250.0], hc, side="right")
+    per_band = [covered[band == b].mean() for b in range(5)]
+    assert all(0.85 <= c <= 0.95 for c in per_band), per_band
+    fitted = Triage.fit(f, err)
+    assert fitted.band_factors[-1] > fitted.band_factors[0]  # the heavy-tailed band gets the wider interval
+    old = {k: v for k, v in fitted.as_dict().items() if k not in ("band_edges_mm", "band_factors")}  # a model file from before the bands
+    again = Triage.from_dict(old)
+    assert again.band_factors == [] and np.all(again.factor(np.array([80.0, 300.0])) == fitted.conformal_factor)

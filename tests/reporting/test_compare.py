@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from fetalbio.reporting.compare import TABLE_COLUMNS, best_of_family, compare_table, markdown_table, paired_hc_test
 
@@ -85,16 +84,16 @@ def test_markdown_table_lists_every_variant_and_marks_the_best() -> None:
     md = markdown_table(table, best, {"note": "needs one landmark and one segmentation variant"}, "data: synthetic")
     lines = md.splitlines()
     assert lines[0] == "# Variant comparison" and "data: synthetic" in md
-    header = next(l for l in lines if l.startswith("| variant"))
+    header = next(ln for ln in lines if ln.startswith("| variant"))
     assert all(c in header for c, _, _ in TABLE_COLUMNS)
-    rows = [l for l in lines if l.startswith("| ") and not l.startswith("| variant")]
+    rows = [ln for ln in lines if ln.startswith("| ") and not ln.startswith("| variant")]
     assert len(rows) == 2
     for name in METRICS:
-        assert sum(l.startswith(f"| {name} |") for l in rows) == 1
+        assert sum(ln.startswith(f"| {name} |") for ln in rows) == 1
     n_cols = header.count("|")
-    assert all(l.count("|") == n_cols for l in rows)
-    a_row = next(l for l in rows if l.startswith("| A_landmark"))
-    b_row = next(l for l in rows if l.startswith("| B_seg"))
+    assert all(ln.count("|") == n_cols for ln in rows)
+    a_row = next(ln for ln in rows if ln.startswith("| A_landmark"))
+    b_row = next(ln for ln in rows if ln.startswith("| B_seg"))
     assert "**0.800**" in a_row and "**0.500**" in b_row and "**0**" in b_row  # MRE, |bias|, failed
     assert "–" in a_row  # missing Dice
     assert "Best per metric" in md and "`B_seg`" in md and "needs one landmark" in md

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 
 from fetalbio import POINT_COLUMNS, POINT_NAMES, UNC_COLUMNS
-from fetalbio.geometry.ellipse import ellipse_from_points, ellipse_to_mask
-from fetalbio.geometry.ellipse import Ellipse
+from fetalbio.geometry.ellipse import Ellipse, ellipse_from_points, ellipse_to_mask
 from fetalbio.metrics.biometry import errors_by_tilt
 from fetalbio.reporting.evaluate import _mask_axes_px, evaluate, per_image_table, read_oof
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from stage_cli import app  # the stage scripts and the fetalbio command in one app
 from typer.testing import CliRunner
 
-from fetalbio.cli import app
 from fetalbio.reporting.runs import compare_runs, pair_runs, read_run, runs_markdown, subject_bootstrap_ci
 
 runner = CliRunner()
@@ -232,3 +232,24 @@ def test_landmark_mre_is_paired_on_trusted_images_only(tmp_path: Path) -> None:
     assert "MRE" in runs_markdown(res)
     # tables without point errors: no landmark pairing
     assert compare_runs(read_run(_write(tmp_path / "C", "v", _table())), read_run(_write(tmp_path / "D", "v", _table())), n_boot=100)["paired_mre"] is None
+
+
+def test_common_images_pair_runs_on_other_data_and_folds(tmp_path: Path) -> None:
+    a = _table(n_subjects=40)  # a run on more data (subjects 0-39), its own folds
+    a["fold"] = (a.index // 2) % 3
+    b = _table(n_subjects=30)  # an earlier run on subjects 0-29, five folds
+    b["hc_err_mm"] = b["hc_err_mm"] + 1.0  # B is 1 mm off on every image
+    a.loc[: len(b) - 1, "ref_hc_mm"] = b["ref_hc_mm"].to_numpy()  # the same reference on the shared images
+    ra, rb = read_run(_write(tmp_path / "A", "v", a)), read_run(_write(tmp_path / "B", "v", b))
+    with pytest.raises(ValueError, match="only in"):
+        compare_runs(ra, rb)  # without the option: refused
+    res = compare_runs(ra, rb, n_boot=200, common=True)
+    assert res["common_images_only"] and res["paired"]["n_images"] == len(b)
+    shared = a.iloc[: len(b)]
+    assert res["paired"]["mae_a"] == pytest.approx(shared["hc_err_mm"].abs().mean())
+    assert res["paired"]["mae_b"] == pytest.approx(b["hc_err_mm"].abs().mean())
+    assert "Paired on the images both runs measured" in runs_markdown(res)
+    off = b.copy()
+    off.loc[0, "ref_hc_mm"] += 5.0
+    with pytest.raises(ValueError, match="different reference HCs"):  # the reference must still agree
+        compare_runs(ra, read_run(_write(tmp_path / "C", "v", off)), common=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-COPY = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "src", "data/sample"]
+COPY = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "src", "stages", "data/sample"]
 GIT_ID = ["-c", "user.name=ci", "-c", "user.email=ci@localhost"]
 
 

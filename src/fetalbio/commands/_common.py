@@ -17,6 +17,11 @@ F = TypeVar("F", bound=Callable)
 PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", help="Params file (DVC's params.yaml).", dir_okay=False)
 
 
+def plural(n: int, noun: str) -> str:
+    """``1 image``, ``2 images``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def friendly_errors(*kinds: type[BaseException]) -> Callable[[F], F]:
     """Turn expected errors into a one-block message on stderr and exit code 1."""
     caught = (ConfigError, *kinds)

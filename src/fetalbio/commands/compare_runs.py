@@ -21,6 +21,7 @@ def main(
     out_json: Path | None = typer.Option(None, "--json", help="The same figures as JSON.", dir_okay=False),
     resamples: int = typer.Option(2000, min=100, help="Bootstrap resamples (of subjects) for the MAE difference's interval."),
     seed: int = typer.Option(0, help="Bootstrap seed."),
+    common_images: bool = typer.Option(False, "--common-images", help="Pair on the images both runs measured, though their data and folds differ (each error stays out-of-fold in its own run)."),
 ) -> None:
     """Pair two runs' out-of-fold HC errors image by image (same images, folds and reference
     required) and report each run's agreement with the sonographer, the MAE difference A - B
@@ -30,7 +31,7 @@ def main(
     run_dir, _, names = run_a.rpartition(":")
     specs = [f"{run_dir}:{n}" for n in names.split(",")] if "," in names else [run_a]
     b = read_run(run_b)
-    results = [compare_runs(read_run(spec), b, n_boot=resamples, seed=seed) for spec in specs]
+    results = [compare_runs(read_run(spec), b, n_boot=resamples, seed=seed, common=common_images) for spec in specs]
     write_text(out_md, runs_markdown(results[0]) if len(results) == 1 else runs_summary_markdown(results))
     if out_json is not None:
         write_json(out_json, results[0] if len(results) == 1 else {"comparisons": results})

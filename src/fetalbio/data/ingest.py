@@ -487,8 +487,9 @@ def ingest(cfg: DataConfig, out_dir: Path, base_dir: Path | None = None) -> Inge
         raise IngestError(issues or [Issue(str(root), None, "", "", "no rows")], f"ingest of {root} kept no rows")
     rows_in = sum(c["rows_in"] for c in per_source.values())
     layouts = sorted({c["layout"] for c in per_source.values()})
+    totals = {k: sum(int(c.get(k, 0)) for c in per_source.values()) for k in ("converted_16bit", "converted_colour", "without_spacing", "without_mask", "rejected_by_reviewer")}
     counts = {"layout": "+".join(layouts), "rows_in": rows_in, "rows_kept": len(table), "rows_dropped": rows_in - len(table),
-              "issues": len(dropped), "rows_with_landmarks": int(table["has_landmarks"].sum()), "sources": per_source}
+              "issues": len(dropped), "rows_with_landmarks": int(table["has_landmarks"].sum()), **totals, "sources": per_source}
     return IngestResult(table, dropped, counts)
 
 

@@ -9,7 +9,6 @@ import pandas as pd
 
 from fetalbio import POINT_COLUMNS
 
-
 _SUBJECT_RE = re.compile(r"^(\d+)_")
 
 

@@ -100,7 +100,7 @@ def resume_key(variant: str, vcfg: VariantConfig, tcfg: TrainConfig, seed: int, 
 
 
 def default_resume_dir(variant: str, fold: int) -> Path:
-    """Where ``fetalbio train`` keeps a fold's resume file: outside ``models/`` (DVC deletes a
+    """Where ``python stages/train.py`` keeps a fold's resume file: outside ``models/`` (DVC deletes a
     stage's outs before it reruns it, and later stages depend on the whole ``models/``)."""
     return Path(".resume") / variant / f"fold{fold}"
 

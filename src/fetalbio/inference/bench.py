@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from fetalbio.inference.export import n_parameters
-from fetalbio.model_file import LoadedModel
 from fetalbio.inference.predictor import Measured, Predictor, draw_overlay, measurement_row
 from fetalbio.io import read_gray8
+from fetalbio.model_file import LoadedModel
 
 RUNTIME_CHOICES = ("both", "torch", "onnx")
 
@@ -180,7 +180,7 @@ def run_bench(
     decode, images = [], []
     for p in paths:
         box: dict = {}
-        decode.append(_timed(lambda p=p: box.__setitem__("im", read_gray8(Path(p)).pixels), torch.device("cpu")))
+        decode.append(_timed(lambda p=p: box.__setitem__("im", read_gray8(p).pixels), torch.device("cpu")))  # p: a file or a FrameRef
         images.append(box["im"])
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -20,8 +20,19 @@ import torch
 from torch import nn
 
 from fetalbio.inference.onnx_form import (
-    EXPORT_TOLERANCE, FORMAT, FORMAT_VERSION, INPUT, META_PREFIX, OPSET, STAGE_INPUT, OnnxFormError, file_sha256, first_line, onnx_paths, ort_session, sha256_bytes,
-    file_sha256, onnx_paths, sha256_bytes,
+    EXPORT_TOLERANCE,
+    FORMAT,
+    FORMAT_VERSION,
+    INPUT,
+    META_PREFIX,
+    OPSET,
+    STAGE_INPUT,
+    OnnxFormError,
+    file_sha256,
+    first_line,
+    onnx_paths,
+    ort_session,
+    sha256_bytes,
 )
 from fetalbio.io import write_json
 from fetalbio.model_file import load_model, read_model_file

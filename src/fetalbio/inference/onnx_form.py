@@ -63,6 +63,7 @@ from typing import Any
 
 import numpy as np
 
+from fetalbio.io import file_sha256
 from fetalbio.model_file import LoadedModel, model_from_raw
 
 FORMAT = "fetalbio-onnx"
@@ -104,14 +105,6 @@ def onnx_paths(path: Path) -> tuple[Path, Path]:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------ load

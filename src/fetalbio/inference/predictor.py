@@ -17,16 +17,17 @@ import pandas as pd
 
 from fetalbio import POINT_COLUMNS, UNC_COLUMNS
 from fetalbio.data.transforms import Letterbox, network_input
-from fetalbio.model_file import LoadedModel
-from fetalbio.io import ImageReadError, read_gray8, write_png
-from fetalbio.metrics.biometry import diameters_px, ga_weeks_hadlock, ramanujan_hc
 from fetalbio.geometry.ellipse import Ellipse
+from fetalbio.io import FrameRef, ImageReadError, PixelSize, is_dicom, read_gray8, write_png
+from fetalbio.metrics.biometry import diameters_px, ga_weeks_hadlock, ramanujan_hc
+from fetalbio.model_file import LoadedModel
 from fetalbio.tasks.base import ImagePrediction, average_outputs, prediction_ellipse
 from fetalbio.triage import Triage, triage_features
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # and DICOM files, found by content
 PREDICT_COLUMNS = ["image_name", *POINT_COLUMNS, "bpd_mm", "ofd_mm", "hc_mm", "hc_mm_low", "hc_mm_high", "bpd_mm_low", "bpd_mm_high", "ofd_mm_low", "ofd_mm_high",
-                   "uncertainty", "ga_weeks", "ga_note", *UNC_COLUMNS, "flag", "reason", "pixel_size_mm"]
+                   "uncertainty", "ga_weeks", "ga_note", *UNC_COLUMNS, "flag", "reason", "pixel_size_mm",
+                   "pixel_size_source", "pixel_size_note", "range_note"]
 # Hadlock (1984) fitted its HC regression on fetuses of 14-42 weeks, HC about 10-36 cm: outside
 # this range no gestational age is given (``ga_note`` says why)
 GA_HC_RANGE_MM = (100.0, 360.0)
@@ -45,6 +46,9 @@ class Measured:
     pixel_size_mm: float
     flag: str
     reason: str
+    pixel_size_source: str = "none"  # option | csv | dicom-us-region | dicom-pixel-spacing | none
+    pixel_size_note: str = ""  # why there is no pixel size (or where the file's came from)
+    dicom: object | None = None  # the source's fetalbio.io_dicom.DicomSource (DICOM input)
 
 
 def device_type(device) -> str:
@@ -96,6 +100,17 @@ class Predictor:
     @property
     def device_type(self) -> str:
         return device_type(self.device)
+
+    def range_note(self, hc_mm: float) -> str:
+        """Why a measurement lies outside the HC range the model was trained on ('' inside it,
+        without a size, or for a model file that does not record its range)."""
+        rng = getattr(self.model, "meta", {}).get("provenance", {}).get("training_hc_range_mm")
+        if not rng or not math.isfinite(hc_mm):
+            return ""
+        lo, hi = rng
+        if lo <= hc_mm <= hi:
+            return ""
+        return f"HC {hc_mm:.0f} mm is outside the {lo:.0f}-{hi:.0f} mm the model was trained on: check it by eye"
 
     @property
     def runtime(self) -> str:
@@ -188,21 +203,26 @@ class Predictor:
         on_result: Callable[[Measured], None] | None = None,
         progress: bool = False,
         read_threads: int = 2,
+        spacing_source: str = "csv",
     ) -> pd.DataFrame:
         """Measure every image; one row per image in the order given (see :data:`PREDICT_COLUMNS`).
 
+        ``paths``: files, or :class:`~fetalbio.io.FrameRef` frames of multi-frame DICOM files.
+        The pixel size: ``spacing(name)`` when finite (its ``pixel_size_source`` is
+        ``spacing_source``: ``option`` or ``csv``), else the DICOM file's (see
+        :func:`resolve_pixel_size`).
         ``read_threads`` threads read (decode) and preprocess the next images while the
         networks run (cv2 releases the GIL), at most two batches ahead; 0 reads in line."""
         from concurrent.futures import ThreadPoolExecutor
 
         from tqdm import tqdm
 
-        def load(path: Path) -> tuple[np.ndarray | None, str, tuple | None]:
+        def load(path: Path | FrameRef) -> tuple[np.ndarray | None, str, tuple | None, object | None]:
             try:
-                im = read_gray8(Path(path)).pixels
+                got = read_gray8(path)
             except (ImageReadError, OSError) as exc:
-                return None, f"unreadable: {exc}", None
-            return im, "", self.preprocess(im)
+                return None, f"unreadable: {exc}", None, None
+            return got.pixels, "", self.preprocess(got.pixels), got.dicom
 
         items = list(zip(paths, names))
         ahead = 2 * batch_size
@@ -226,14 +246,16 @@ class Predictor:
                 loaded = [(items[i][1], *(pending.pop(i).result() if pool is not None else load(items[i][0]))) for i in chunk]
                 done = chunk.stop
                 submit_upto(done + ahead)
-                good = [(im, pre) for _, im, _, pre in loaded if im is not None]
+                good = [(im, pre) for _, im, _, pre, _ in loaded if im is not None]
                 preds = iter(self.predict_arrays([im for im, _ in good], [pre for _, pre in good]))
-                for name, im, err, _ in loaded:
+                for name, im, err, _, dicom in loaded:
                     pred = next(preds) if im is not None else None
-                    px = float(spacing(name))
+                    size = resolve_pixel_size(float(spacing(name)), spacing_source, dicom, pred, None if im is None else (im.shape[1], im.shape[0]))
+                    px = size.mm
                     flag, reason = ("failed", err) if pred is None else self.flag(pred, (im.shape[1], im.shape[0]), im, px)
-                    m = Measured(name, im, pred, px, flag, reason)
-                    rows.append(measurement_row(m))
+                    m = Measured(name, im, pred, px, flag, reason, size.source, size.note, dicom)
+                    row = measurement_row(m)
+                    rows.append({**row, "range_note": self.range_note(row["hc_mm"])})
                     if on_result is not None:
                         on_result(m)
                 bar.update(len(chunk))
@@ -245,10 +267,12 @@ class Predictor:
 
 
 def measurement_row(m: Measured) -> dict:
-    pts = m.prediction.points if m.prediction is not None and m.prediction.status == "ok" else np.full((4, 2), np.nan)
+    # a failed row carries no endpoints and no size: nothing was measured
+    measured = m.prediction is not None and m.prediction.status == "ok" and m.flag != "failed"
+    pts = m.prediction.points if measured else np.full((4, 2), np.nan)
     unc = m.prediction.uncertainty if m.prediction is not None else np.full(4, np.nan)
     ofd_px, bpd_px = (float(v[0]) for v in diameters_px(pts[None]))
-    px = m.pixel_size_mm if m.flag != "failed" else math.nan  # a degenerate prediction keeps its points, not a size
+    px = m.pixel_size_mm if m.flag != "failed" else math.nan
     ofd_mm, bpd_mm = ofd_px * px, bpd_px * px
     hc_mm = float(ramanujan_hc(ofd_mm, bpd_mm))
     tri = m.prediction.extra.get("triage", {}) if m.prediction is not None and m.flag != "failed" else {}
@@ -271,7 +295,41 @@ def measurement_row(m: Measured) -> dict:
         "flag": m.flag,
         "reason": m.reason,
         "pixel_size_mm": m.pixel_size_mm,
+        "pixel_size_source": m.pixel_size_source,
+        "pixel_size_note": m.pixel_size_note,
     }
+
+
+def head_box(p: ImagePrediction | None, size: tuple[int, int] | None) -> tuple[tuple[float, float] | None, tuple[float, float, float, float] | None]:
+    """The head's centre and bounding box ``(x0, y0, x1, y1)`` in px, clipped to the ``size =
+    (W, H)`` image: of its ellipse, else of its four points; ``(None, None)`` without a head."""
+    if p is None or p.status != "ok" or not np.isfinite(p.points).all():
+        return None, None
+    e = prediction_ellipse(p)
+    if e is not None:  # the ellipse's axis-aligned half extents
+        hx = math.hypot(e.a * math.cos(e.theta), e.b * math.sin(e.theta))
+        hy = math.hypot(e.a * math.sin(e.theta), e.b * math.cos(e.theta))
+        centre, box = (e.cx, e.cy), np.array([e.cx - hx, e.cy - hy, e.cx + hx, e.cy + hy])
+    else:
+        pts = np.asarray(p.points, dtype=np.float64).reshape(4, 2)
+        centre, box = tuple(pts.mean(0)), np.concatenate([pts.min(0), pts.max(0)])
+    if size is not None:
+        box = np.clip(box, 0, [size[0] - 1, size[1] - 1] * 2)
+    return (float(centre[0]), float(centre[1])), tuple(float(v) for v in box)
+
+
+def resolve_pixel_size(given_mm: float, given_source: str, dicom, pred: ImagePrediction | None, size: tuple[int, int] | None) -> PixelSize:
+    """The pixel size of one image: ``given_mm`` (from ``--pixel-size`` or ``--spacing``:
+    ``given_source``) when finite, else the DICOM file's for where the head is
+    (:meth:`fetalbio.io_dicom.DicomSource.pixel_size`), else none, with the reason."""
+    if math.isfinite(given_mm):
+        return PixelSize(given_mm, given_source)
+    if dicom is None and size is None:
+        return PixelSize(math.nan, "none", "no pixel size: the image was not read")
+    if dicom is None:
+        why = "not in the --spacing CSV" if given_source == "csv" else "no --pixel-size or --spacing"
+        return PixelSize(math.nan, "none", f"no pixel size: {why}, and the image is not a DICOM file that has one")
+    return dicom.pixel_size(*head_box(pred, size))
 
 
 def ga_and_note(hc_mm: float) -> tuple[float, str]:
@@ -288,11 +346,12 @@ head_ellipse = prediction_ellipse
 
 
 def draw_overlay(image: np.ndarray, p: ImagePrediction | None, row: dict) -> np.ndarray:
-    """BGR picture: the head ellipse (yellow), OFD (red), BPD (cyan), the values in the corner."""
+    """BGR picture: the head ellipse (yellow), OFD (red), BPD (cyan), the values in the corner.
+    A ``failed`` row draws no ellipse and no diameters (nothing was measured), only why."""
     out = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     h, w = image.shape
     th = max(1, round(min(w, h) / 300))
-    if p is not None and p.status == "ok":
+    if p is not None and p.status == "ok" and row["flag"] != "failed":
         e = head_ellipse(p)
         if e is not None:
             cv2.ellipse(out, ((e.cx, e.cy), (2 * e.a, 2 * e.b), math.degrees(e.theta)), (0, 255, 255), th, cv2.LINE_AA)
@@ -301,30 +360,56 @@ def draw_overlay(image: np.ndarray, p: ImagePrediction | None, row: dict) -> np.
             cv2.line(out, tuple(map(int, pts[i])), tuple(map(int, pts[j])), colour, th, cv2.LINE_AA)
             for k in (i, j):
                 cv2.circle(out, tuple(map(int, pts[k])), 2 * th + 1, colour, -1, cv2.LINE_AA)
+    _put_lines(out, overlay_lines(p, row))
+    return out
+
+
+def overlay_lines(p: ImagePrediction | None, row: dict) -> list[str]:
+    """The text of an overlay: name and flag, then the values (GA only where defined, with its
+    chart), or why nothing was measured."""
+    import textwrap
+
     lines = [f"{row['image_name']}  [{row['flag']}]"]
+    if row["flag"] == "failed":
+        return lines + textwrap.wrap(f"nothing measured: {row['reason']}", 44)[:3]
+    px = float(row.get("pixel_size_mm", math.nan))
     if math.isfinite(row["hc_mm"]):
         lines.append(f"BPD {row['bpd_mm']:.1f} mm  OFD {row['ofd_mm']:.1f} mm")
-        lines.append(f"HC {row['hc_mm']:.1f} mm  GA {row['ga_weeks']:.1f} wk")
+        ga = float(row.get("ga_weeks", math.nan))
+        lines.append(f"HC {row['hc_mm']:.1f} mm  " + (f"GA {ga:.1f} wk (Hadlock)" if math.isfinite(ga) else "no GA"))
     elif p is not None and p.status == "ok":
         o, b = (float(v[0]) for v in diameters_px(p.points[None]))
-        lines.append(f"BPD {b:.1f} px  OFD {o:.1f} px  (no pixel size)")
-    else:
-        lines.append(f"failed: {row['reason'][:60]}")
-    scale = max(0.4, min(w, h) / 900)
+        lines.append(f"BPD {b:.1f} px  OFD {o:.1f} px" + ("" if math.isfinite(px) else "  (no pixel size)"))
+    return lines
+
+
+def _put_lines(out: np.ndarray, lines: list[str]) -> None:
+    """White text on black boxes in the top-left corner, large enough to read at card size."""
+    h, w = out.shape[:2]
+    scale = max(0.5, min(w, h) / 450)
+    thick = max(1, round(scale * 1.5))
     y = 0
     for text in lines:
-        (tw, tht), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        (tw, tht), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
         cv2.rectangle(out, (0, y), (tw + 8, y + tht + base + 6), (0, 0, 0), -1)
-        cv2.putText(out, text, (4, y + tht + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.putText(out, text, (4, y + tht + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thick, cv2.LINE_AA)
         y += tht + base + 6
-    return out
+
+
+def output_name(name: str, suffix: str) -> Path:
+    """The file name of an image's output: ``x.png`` -> ``x<suffix>``; frame N of a multi-frame
+    file (``x.dcm:N``) -> ``x_frameN<suffix>``."""
+    base, sep, frame = name.rpartition(":")
+    if sep and frame.isdigit():
+        return Path(f"{Path(base).with_suffix('')}_frame{frame}{suffix}")
+    return Path(name).with_suffix(suffix)
 
 
 def writer(masks_dir: Path | None, overlays_dir: Path | None) -> Callable[[Measured], None]:
     """``on_result`` callback writing the mask (segmentation models) and the overlay of an image."""
 
     def write(m: Measured) -> None:
-        stem = Path(m.name).with_suffix(".png")
+        stem = output_name(m.name, ".png")
         mask = m.prediction.full_mask() if masks_dir is not None and m.prediction is not None else None
         if mask is not None:
             write_png(masks_dir / stem, (mask > 0).astype(np.uint8) * 255)
@@ -334,28 +419,62 @@ def writer(masks_dir: Path | None, overlays_dir: Path | None) -> Callable[[Measu
     return write
 
 
-def collect_images(inputs: Iterable[Path]) -> tuple[list[Path], list[str]]:
-    """Image files and their names from folders (their image files, sorted) and single files.
+def collect_images(inputs: Iterable[Path], frames: str | Sequence[int] = "all") -> tuple[list[Path | FrameRef], list[str]]:
+    """Image files and their names from folders (their image files and DICOM files, sorted) and
+    single files.
 
-    Names are file names; two inputs with the same name are refused (their outputs would
-    overwrite each other).
+    Names are file names; the frames of a multi-frame DICOM file are one item each, a
+    :class:`~fetalbio.io.FrameRef` named ``file.dcm:N`` (N from 1): ``frames`` = ``all``,
+    ``first`` or frame numbers (see :func:`parse_frames`; a number beyond the file's frames is
+    still an item, which fails with the reason). Two inputs with the same name are refused
+    (their outputs would overwrite each other).
     """
-    paths: list[Path] = []
+    files: list[Path] = []
     for inp in inputs:
         inp = Path(inp)
         if inp.is_dir():
-            found = sorted(p for p in inp.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in inp.iterdir() if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES or is_dicom(p)))
             if not found:
-                raise FileNotFoundError(f"{inp}: no image files ({', '.join(IMAGE_SUFFIXES)})")
-            paths.extend(found)
+                raise FileNotFoundError(f"{inp}: no image files ({', '.join(IMAGE_SUFFIXES)}, or DICOM)")
+            files.extend(found)
         elif inp.exists() or inp.is_symlink():
-            paths.append(inp)
+            files.append(inp)
         else:
             raise FileNotFoundError(f"{inp}: no such file or folder")
-    names = [p.name for p in paths]
-    seen: dict[str, Path] = {}
+    paths: list[Path | FrameRef] = []
+    names: list[str] = []
+    for f in files:
+        for item, name in _frame_items(f, frames):
+            paths.append(item)
+            names.append(name)
+    seen: dict[str, object] = {}
     for p, n in zip(paths, names):
         if n in seen:
-            raise ValueError(f"two images are named {n!r} ({seen[n]} and {p}); outputs are keyed by file name")
-        seen[n] = p
+            raise ValueError(f"two images are named {n!r} ({seen[n]} and {getattr(p, 'path', p)}); outputs are keyed by file name")
+        seen[n] = getattr(p, "path", p)
     return paths, names
+
+
+def parse_frames(spec: str) -> str | list[int]:
+    """``--frames``: ``all``, ``first`` or comma-separated frame numbers from 1 (``2,5``)."""
+    text = spec.strip().lower()
+    if text in ("all", "first"):
+        return text
+    try:
+        numbers = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        numbers = []
+    if not numbers or min(numbers) < 1:
+        raise ValueError(f"--frames must be all, first or frame numbers from 1 such as 1,3; got {spec!r}")
+    return list(dict.fromkeys(numbers))
+
+
+def _frame_items(path: Path, frames: str | Sequence[int]) -> list[tuple[Path | FrameRef, str]]:
+    """A file's items: itself, or for a multi-frame DICOM file one :class:`FrameRef` per frame."""
+    if not (path.is_file() and is_dicom(path)):
+        return [(path, path.name)]
+    from fetalbio.io_dicom import frame_count  # pydicom only when there is a DICOM file
+
+    n = frame_count(path)
+    wanted = range(1, n + 1) if frames == "all" else [1] if frames == "first" else list(frames)
+    return [(path, path.name) if n == 1 and k == 1 else (FrameRef(path, k), f"{path.name}:{k}") for k in wanted]

@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 
 from fetalbio.config import ConfigError
-from fetalbio.model_file import model_from_raw, read_model_file
 from fetalbio.inference.predictor import Predictor, device_type
+from fetalbio.model_file import model_from_raw, read_model_file
 
 RUNTIMES = ("auto", "onnx", "torch")
 DEVICES = ("auto", "cpu", "cuda")

@@ -36,6 +36,11 @@ def ramanujan_hc(ofd: np.ndarray | float, bpd: np.ndarray | float) -> np.ndarray
     return np.pi * s * (1.0 + 3.0 * h / (10.0 + np.sqrt(4.0 - 3.0 * h)))
 
 
+# Hadlock et al. (1984): GA (weeks) = c0 + c1 HC + c3 HC**3 with HC in cm (written into the
+# review page, which recomputes GA as a reviewer drags the ellipse)
+HADLOCK_1984_HC_CM = (8.96, 0.540, 0.0003)
+
+
 def ga_weeks_hadlock(hc_mm: np.ndarray | float) -> np.ndarray:
     """Gestational (menstrual) age in weeks from head circumference, Hadlock et al. (1984):
 
@@ -48,7 +53,8 @@ def ga_weeks_hadlock(hc_mm: np.ndarray | float) -> np.ndarray:
     """
     hc_cm = np.asarray(hc_mm, dtype=np.float64) / 10.0
     with np.errstate(invalid="ignore"):
-        ga = 8.96 + 0.540 * hc_cm + 0.0003 * hc_cm**3
+        c0, c1, c3 = HADLOCK_1984_HC_CM
+        ga = c0 + c1 * hc_cm + c3 * hc_cm**3
     return np.where(hc_cm > 0, ga, np.nan)
 
 

@@ -35,8 +35,7 @@ from fetalbio.registry import Registry
 MODELS: Registry = Registry("model")
 
 # The submodules register themselves in MODELS, so they are imported after it exists.
-from fetalbio.models import attention_unet, deeplab, hourglass, hrnet, resnet, unet  # noqa: E402
-from fetalbio.models import fpn, multihead, regression, vit  # noqa: E402
+from fetalbio.models import attention_unet, deeplab, fpn, hourglass, hrnet, multihead, regression, resnet, unet, vit  # noqa: E402  # noqa: E402
 from fetalbio.models.attention_unet import AttentionUNet  # noqa: E402
 from fetalbio.models.deeplab import DeepLabV3Plus  # noqa: E402
 from fetalbio.models.fpn import AttentionFPN  # noqa: E402

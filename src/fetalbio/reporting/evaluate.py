@@ -50,7 +50,6 @@ from fetalbio.metrics import (
 from fetalbio.metrics.biometry import diameters_px
 
 
-
 @dataclass
 class Evaluation:
     summary: dict[str, Any]

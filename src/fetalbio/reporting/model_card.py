@@ -28,6 +28,11 @@ def _training_line(source: str, train: dict[str, Any]) -> str:
             f"({train.get('best_epoch', '–')} of {train.get('epochs_run', '–')}).")
 
 
+def _band_labels(edges: list[float]) -> list[str]:
+    bounds = [None, *edges, None]
+    return [f"< {hi:.0f} mm" if lo is None else (f"> {lo:.0f} mm" if hi is None else f"{lo:.0f}–{hi:.0f} mm") for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
 def _range_line(final: dict[str, Any]) -> str:
     rng = final.get("training_hc_range_mm")
     srcs = final.get("training_sources") or {}
@@ -62,7 +67,7 @@ def model_card(final: dict[str, Any], metrics: dict[str, Any], data_root: str, n
         f"- Variant `{v}` ({final['family']}), {final['n_parameters']:,} parameters, "
         f"{final['n_models']} network(s) ({'trained on all cleaned rows' if final['source'] == 'refit' else 'ensemble of the fold models'}).",
         f"- Input: the grayscale image letterboxed to {w} × {h} px (aspect kept, zero padding), {final['normalize']} normalisation.",
-        f"- Output: OFD and BPD endpoints in original-image pixels (OFD = the longer diameter), HC = Ramanujan perimeter of the ellipse they span; mm with the pixel size.",
+        "- Output: OFD and BPD endpoints in original-image pixels (OFD = the longer diameter), HC = Ramanujan perimeter of the ellipse they span; mm with the pixel size.",
     ]
     if "edge_offset_px" in cal:
         lines.append(
@@ -83,9 +88,11 @@ def model_card(final: dict[str, Any], metrics: dict[str, Any], data_root: str, n
     if tri:
         lines.append(
             f"- Triage: `uncertainty` is the expected |HC error| (mm) from {len(tri['features'])} signals ({', '.join(tri['features'])}), a ridge "
-            f"regression fitted on {tri['n_fit']} out-of-fold images; 90 % interval = HC ± {tri['conformal_factor']:.2f} × uncertainty (split conformal); "
+            f"regression fitted on {tri['n_fit']} out-of-fold images; 90 % interval = HC ± c × uncertainty (split conformal, c = {tri['conformal_factor']:.2f} overall"
+            + (", by predicted HC " + ", ".join(f"{lab}: {f:.2f}" for lab, f in zip(_band_labels(tri.get('band_edges_mm', [])), tri['band_factors'])) if tri.get("band_factors") else "")
+            + "); "
             f"`uncertain` above {tri['uncertain_threshold_mm']:.2f} mm or a weak skull outline; `failed` for a picture unlike fetal-head ultrasound "
-            "(a plausibility signal outside the range of the development images)."
+            "(a plausibility signal outside the range of the training images, widened)."
         )
     else:
         lines.append(

@@ -24,7 +24,7 @@ also kept by ``scripts/collect_results.py`` in ``results/<run>/``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +107,20 @@ def _names(values: list[str], n: int = 5) -> str:
     return ", ".join(values[:n]) + (f" and {len(values) - n} more" if len(values) > n else "")
 
 
-def pair_runs(a: RunErrors, b: RunErrors) -> pd.DataFrame:
+def pair_runs(a: RunErrors, b: RunErrors, common: bool = False) -> pd.DataFrame:
     """One row per image with ``fold``, ``ref_hc_mm``, ``err_a``, ``err_b``, ``subject``.
 
     Raises ``ValueError`` when the runs did not measure the same images, put an image in
     different folds, or compared it with different reference HCs: out-of-fold errors pair only
-    on the same split and the same reference."""
+    on the same split and the same reference. ``common``: pair on the images both runs measured
+    even when their data and folds differ (e.g. a run on more data): each error is still
+    out-of-fold in its own run; the reference HC must still agree."""
+    if common:
+        names = set(a.table["image_name"]) & set(b.table["image_name"])
+        if not names:
+            raise ValueError(f"the runs share no image: {a.path} and {b.path}")
+        a = replace(a, table=a.table[a.table["image_name"].isin(names)])
+        b = replace(b, table=b.table[b.table["image_name"].isin(names)])
     only_a = sorted(set(a.table["image_name"]) - set(b.table["image_name"]))
     only_b = sorted(set(b.table["image_name"]) - set(a.table["image_name"]))
     if only_a or only_b:
@@ -124,7 +132,7 @@ def pair_runs(a: RunErrors, b: RunErrors) -> pd.DataFrame:
         raise ValueError("the runs measured different images: " + "; ".join(parts))
     m = a.table.merge(b.table, on="image_name", suffixes=("_a", "_b"), validate="one_to_one")
     moved = m[m["fold_a"] != m["fold_b"]]
-    if len(moved):
+    if len(moved) and not common:
         r = moved.iloc[0]
         raise ValueError(
             f"the runs used different folds: {len(moved)} image(s) differ, e.g. {r['image_name']} is in fold "
@@ -193,11 +201,11 @@ def _agreement(err: pd.Series, ref: pd.Series) -> dict[str, float]:
     }
 
 
-def compare_runs(a: RunErrors, b: RunErrors, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+def compare_runs(a: RunErrors, b: RunErrors, n_boot: int = 2000, seed: int = 0, common: bool = False) -> dict[str, Any]:
     """Agreement of each run with the sonographer and the paired difference (see the module
     docstring). Each run's own figures use every image it measured; the paired figures use the
     images both measured."""
-    pairs = pair_runs(a, b)
+    pairs = pair_runs(a, b, common)
     both = pairs.dropna(subset=["err_a", "err_b"])
     if both.empty:
         raise ValueError(f"no image was measured by both {a.label} and {b.label}")
@@ -220,6 +228,7 @@ def compare_runs(a: RunErrors, b: RunErrors, n_boot: int = 2000, seed: int = 0) 
                       "mre_diff": float(dm.mean()), "mre_diff_ci95": [mlo, mhi], "share_a_closer": float((dm < 0).mean()),
                       "wilcoxon_p": wilcoxon_paired(landmarks["mre_a"].to_numpy(), landmarks["mre_b"].to_numpy())["p_value"]}
     return {
+        "common_images_only": bool(common),
         "paired_mre": paired_mre,
         "a": {"label": a.label, "table": str(a.path), **_agreement(pairs["err_a"], pairs["ref_hc_mm"])},
         "b": {"label": b.label, "table": str(b.path), **_agreement(pairs["err_b"], pairs["ref_hc_mm"])},
@@ -250,7 +259,9 @@ def runs_markdown(result: dict[str, Any]) -> str:
         f"- A: `{a['label']}` (`{a['table']}`)",
         f"- B: `{b['label']}` (`{b['table']}`)",
         "",
-        "Both runs measured the same images on the same folds against the same reference HC (checked).",
+        ("Paired on the images both runs measured (`--common-images`): the runs' data and folds differ, each error is out-of-fold "
+         "in its own run; the same reference HC (checked)." if result.get("common_images_only") else
+         "Both runs measured the same images on the same folds against the same reference HC (checked)."),
         "",
         "| run | images measured | failed | HC MAE mm | median AE mm | bias mm | LoA low mm | LoA high mm | 95th pct AE mm |",
         "|---|---|---|---|---|---|---|---|---|",

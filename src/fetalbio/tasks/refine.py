@@ -46,6 +46,8 @@ from fetalbio.variants import VariantSpec
 if TYPE_CHECKING:
     import torch
 
+    from fetalbio.tasks.crop_dataset import CropDataset
+
 # combine: "mean" reports the mean of the first stage's and the refined ellipse (two partly
 # independent measurements of one head), "refined" the refined ellipse alone
 # tta: test-time mirroring of the crop (the head-aligned frame is symmetric about both axes of
@@ -168,7 +170,7 @@ class RefineTask(SegmentationTask):
         x, y = np.asarray(inv_k), np.asarray(offs)
         if y.size >= 10 and np.ptp(x) > 0:
             med = np.median(y)
-            mad = np.median(np.abs(y - med)) * 1.4826 + 1e-9
+            mad = np.median(np.abs(y - med)) * 1.4826 + 1e-9  # not scipy's median_abs_deviation(scale="normal"): its 1.482602... would move the cut
             keep = np.abs(y - med) <= 5 * mad
             design = np.stack([np.ones(keep.sum()), x[keep]], axis=1)
             (alpha, beta), *_ = np.linalg.lstsq(design, y[keep], rcond=None)
@@ -246,7 +248,7 @@ class RefineTask(SegmentationTask):
                 views = TTA_VIEWS[self.tta]
                 xv = np.concatenate([_flip(x, ax) for ax in views]) if len(views) > 1 else x
                 out = _views_mean(forward(xv) if forward is not None else _torch_forward(nets, xv, device), len(idx), views)
-                for i, fr, rp in zip(idx, frs, self.decode(out, frs)):
+                for i, rp in zip(idx, self.decode(out, frs)):
                     if rp.status != "ok":
                         skipped[i] = f"refined fit failed ({rp.reason})"
                         continue

@@ -31,3 +31,7 @@ def main(
     typer.echo(f"ingest: {result.counts['rows_kept']} rows kept, {result.counts['rows_dropped']} dropped ({result.counts['layout']} layout) -> {out_dir / 'table.csv'}")
     if len(result.dropped):
         typer.secho(f"ingest: {len(result.dropped)} issue(s) recorded in {drops}", fg=typer.colors.YELLOW, err=True)
+
+
+if __name__ == "__main__":
+    app()

@@ -52,3 +52,13 @@ def main(
         f"inner-val {summary['inner_val_score_kind']} {summary['best_inner_val_score']:.4g}, "
         f"{summary['train_seconds']:.1f}s on {summary['device']} -> {out_dir}"
     )
+    if summary.get("n_heldout") and summary.get("n_failed_heldout") == summary["n_heldout"]:
+        typer.secho(
+            f"train {variant} fold {fold}: note: no held-out image could be measured: after {summary['epochs_run']} epoch(s) on "
+            f"{summary['n_train']} images the network has not learned yet (best inner-val {summary['inner_val_score_kind']} "
+            f"{summary['best_inner_val_score']:.3g}); give it more epochs (variants.{variant}.train.epochs) or more data",
+            fg=typer.colors.YELLOW, err=True)
+
+
+if __name__ == "__main__":
+    app()

@@ -39,3 +39,7 @@ def main(
         f"clean_labels: {c['rows_in']} rows, renamed {c['renamed_ofd_bpd']}, flagged {c['flagged_any_label_reason']} "
         f"({c['policy']}: {c['rows_dropped']} dropped, {c['rows_weighted']} weighted) -> {out}"
     )
+
+
+if __name__ == "__main__":
+    app()

@@ -30,8 +30,7 @@ def main(
     figures_dir: Path = typer.Option(Path("plots/compare"), help="CED, Bland–Altman and worst-case figures."),
 ) -> None:
     """Compare every variant of params' variant_names, each alone and refined (<variant>_refined)."""
-    from fetalbio.reporting.compare import (best_of_family, compare_table, draw_bland_altman, draw_by_gestation, draw_ced, draw_worst_cases,
-                                            gestation_table, markdown_table, paired_hc_test)
+    from fetalbio.reporting.compare import best_of_family, compare_table, draw_bland_altman, draw_by_gestation, draw_ced, draw_worst_cases, gestation_table, markdown_table, paired_hc_test
     from fetalbio.reporting.evaluate import read_oof
 
     raw = read_params(params)
@@ -54,3 +53,7 @@ def main(
     draw_worst_cases(top, per_image[top], read_clean(labels), read_oof(models_dir / top), images_root, figures_dir / "worst_cases.png")
     write_csv(figures_dir / "hc_abs_err.csv", pd.concat([per_image[n][["image_name", "hc_abs_err_mm"]].assign(variant=n) for n in names]))
     typer.echo(f"compare: {len(names)} variants; best HC MAE: {top} -> {out_md}")
+
+
+if __name__ == "__main__":
+    app()

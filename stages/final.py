@@ -76,3 +76,7 @@ def main(
     write_json(metrics, summary)
     write_text(card, model_card(summary, vm, data_root, int(clean["subject_id"].nunique())))
     typer.echo(f"final: {method} ({fcfg.source}, {summary['n_models']} network(s)) -> {out}{onnx_note}, card {card}")
+
+
+if __name__ == "__main__":
+    app()

@@ -31,3 +31,7 @@ def main(
     write_csv(out, folds)
     write_json(metrics, {"k": cfg.k, "rows": len(folds), "subjects": int(folds["subject_id"].nunique()), "folds": fold_summary(folds, table)})
     typer.echo(f"build_folds: {len(folds)} rows, {folds['subject_id'].nunique()} subjects in {cfg.k} folds -> {out}")
+
+
+if __name__ == "__main__":
+    app()

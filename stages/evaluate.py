@@ -56,3 +56,7 @@ def main(
     write_csv(plots_dir / "interval_coverage.csv", ev.interval_coverage if ev.interval_coverage is not None else pd.DataFrame(columns=["hc_tercile", "coverage", "n"]))
     hc = ev.summary["measurements_vs_sonographer"]["hc"]
     typer.echo(f"evaluate {variant}: {ev.summary['n_images']} images, HC MAE {hc['mae']} mm, MRE {ev.summary['landmarks_vs_clean_labels']['mre_mm']} mm -> {metrics}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,97 @@
+"""dvc.yaml's hand-kept code deps cannot drift: each stage's script is parsed, the fetalbio modules
+it can import (transitively, function-level imports included, with their packages' __init__) are
+listed, and every one must lie under a dep of that stage, so a change to any of them reruns it."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
+
+
+def _module_file(name: str) -> Path | None:
+    base = SRC.joinpath(*name.split("."))
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return base.with_suffix(".py") if base.with_suffix(".py").is_file() else None
+
+
+def _imports(path: Path) -> set[str]:
+    """fetalbio modules a file imports anywhere in it (``from a import b``: ``a.b`` too when it is a module)."""
+    out: set[str] = set()
+    pkg = ".".join(path.relative_to(SRC).with_suffix("").parts[:-1]) if path.is_relative_to(SRC) else ""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.split(".")[0] == "fetalbio"}
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level:  # relative import inside the package
+                mod = ".".join(pkg.split(".")[: len(pkg.split(".")) - node.level + 1] + ([mod] if mod else []))
+            if mod.split(".")[0] != "fetalbio":
+                continue
+            out.add(mod)
+            out |= {f"{mod}.{a.name}" for a in node.names if _module_file(f"{mod}.{a.name}") is not None}
+    return out
+
+
+def module_closure(script: Path) -> set[Path]:
+    """Every source file of fetalbio that ``script`` can import, with its packages' __init__.py."""
+    seen: set[str] = set()
+    todo = list(_imports(script))
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
+            sub = ".".join(parts[:i])
+            f = _module_file(sub)
+            if f is None or sub in seen:
+                continue
+            seen.add(sub)
+            todo.extend(_imports(f))
+    return {f for f in (_module_file(n) for n in seen) if f is not None}
+
+
+def _stage_bodies() -> dict[str, dict]:
+    raw = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    return {name: (st.get("do") or st) for name, st in raw.items()}
+
+
+def _covered(path: Path, deps: list[str]) -> bool:
+    rel = path.relative_to(REPO).as_posix()
+    return any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+def test_every_stage_runs_a_script_under_stages() -> None:
+    for name, body in _stage_bodies().items():
+        assert re.match(r"python stages/\w+\.py ", " ".join(body["cmd"].split())), (name, body["cmd"])
+
+
+def test_each_stage_depends_on_every_module_its_script_can_import() -> None:
+    missing = {}
+    for name, body in _stage_bodies().items():
+        script = REPO / re.search(r"stages/\w+\.py", body["cmd"]).group(0)
+        deps = [d if isinstance(d, str) else next(iter(d)) for d in body.get("deps", [])]
+        assert _covered(script, deps), f"stage {name}: its script {script.name} is not a dep"
+        lost = sorted(f.relative_to(REPO).as_posix() for f in module_closure(script) if not _covered(f, deps))
+        if lost:
+            missing[name] = lost
+    assert not missing, "dvc.yaml deps miss modules the stage imports:\n" + "\n".join(f"  {k}: {v}" for k, v in missing.items())
+
+
+def test_the_closure_follows_function_level_and_transitive_imports(tmp_path: Path) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("def main():\n    from fetalbio.reporting.evaluate import evaluate\n")
+    closure = {f.relative_to(REPO).as_posix() for f in module_closure(script)}
+    assert "src/fetalbio/reporting/evaluate.py" in closure
+    assert "src/fetalbio/__init__.py" in closure and "src/fetalbio/reporting/__init__.py" in closure
+    assert "src/fetalbio/metrics/__init__.py" in closure  # evaluate imports fetalbio.metrics
+
+
+def test_the_library_never_imports_stages() -> None:
+    for f in (SRC / "fetalbio").rglob("*.py"):
+        assert "stages" not in {n.split(".")[0] for n in _imports(f)} and "from stages" not in f.read_text(encoding="utf-8"), f
