@@ -20,7 +20,7 @@ NAMES = ["000_HC.png", "006_HC.png", "010_2HC.png", "092_HC.png"]
 def test_pretrained_model_is_self_describing() -> None:
     m = load_model(MODEL)  # weights_only=True inside
     card = (REPO / "pretrained" / "MODEL_CARD.md").read_text(encoding="utf-8")
-    final = json.loads((REPO / "results" / "full-cpu-refine-w8" / "metrics" / "final.json").read_text(encoding="utf-8"))
+    final = json.loads((REPO / "results" / "full-cpu-whole" / "metrics" / "final.json").read_text(encoding="utf-8"))
     assert m.method == final["variant"] and f"`{m.method}`" in card and m.refine is not None  # the two-stage method
     assert m.input_size == tuple(final["input_size"])
     assert f"{final['cross_validated']['HC MAE mm']:.2f}" in card  # the card quotes the pipeline's number

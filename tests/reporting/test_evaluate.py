@@ -186,3 +186,22 @@ def test_errors_by_tilt_by_hand() -> None:
     assert bins[1]["mae"] == pytest.approx(0.0)
     assert bins[2]["mae"] == pytest.approx(3.0) and bins[2]["bias"] == pytest.approx(3.0)
     assert all(math.isnan(b["mae"]) and b["n"] == 0 for b in errors_by_tilt(pred[:0], ref[:0], tilt[:0]))
+
+
+def test_by_gestation_groups_by_source_bin_and_large_heads() -> None:
+    from fetalbio.reporting.evaluate import by_gestation, hc_bin
+
+    ref = np.array([80.0, 120.0, 180.0, 220.0, 260.0, 320.0, 330.0, np.nan])
+    err = np.array([1.0, -2.0, 0.5, 3.0, -1.0, 2.0, np.nan, 1.0])  # 330 mm: failed; the last has no reference
+    pi = pd.DataFrame({"ref_hc_mm": ref, "hc_err_mm": err, "hc_abs_err_mm": np.abs(err),
+                       "source": ["early"] * 3 + ["late"] * 5, "hc_mm_low": ref + err - 2.5, "hc_mm_high": ref + err + 2.5,
+                       "flag": ["ok"] * 8, "flag_reason": [""] * 6 + ["not like fetal-head ultrasound: x (dark_frac 1 outside [0, 0.5])", ""]})
+    assert list(hc_bin(ref)) == ["<100", "100-150", "150-200", "200-250", "250-300", ">300", ">300", ""]
+    g = by_gestation(pi).set_index(["group", "value"])
+    assert g.loc[("all", "all"), "n"] == 7  # the row without a reference is left out
+    assert g.loc[("source", "late"), "n"] == 4 and g.loc[("source", "late"), "n_failed"] == 1
+    assert g.loc[("source", "late"), "mae_mm"] == pytest.approx((3 + 1 + 2) / 3) and g.loc[("source", "late"), "bias_mm"] == pytest.approx(4 / 3)
+    assert g.loc[("hc_bin", ">300"), "n"] == 2 and g.loc[("hc_bin", ">300"), "n_refused"] == 1
+    assert g.loc[("hc_range", ">=200"), "mae_mm"] == pytest.approx(2.0) and g.loc[("hc_range", ">=200"), "n"] == 4
+    assert g.loc[("hc_bin", "200-250"), "interval_coverage"] == 0.0  # |error| 3 mm: the reference lies outside HC +- 2.5 mm
+    assert g.loc[("hc_bin", "150-200"), "interval_coverage"] == 1.0  # |error| 0.5 mm: inside

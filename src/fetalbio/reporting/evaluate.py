@@ -93,6 +93,7 @@ def _ellipse_or_none(pts: np.ndarray) -> Ellipse | None:
 # Reference-HC bins of the results by gestation (mm): < 100, 100-150, ..., > 300.
 HC_BIN_EDGES_MM = (100.0, 150.0, 200.0, 250.0, 300.0)
 HC_BIN_LABELS = ("<100", "100-150", "150-200", "200-250", "250-300", ">300")
+LARGE_HEAD_MM = 200.0
 
 
 def hc_bin(ref_hc_mm) -> pd.Series:
@@ -130,6 +131,9 @@ def by_gestation(pi: pd.DataFrame) -> pd.DataFrame:
     if "source" in has_ref.columns:
         rows += [{"group": "source", "value": str(v), **_group_row(g)} for v, g in has_ref.groupby("source", sort=True)]
     rows += [{"group": "hc_bin", "value": b, **_group_row(has_ref[has_ref["hc_bin"] == b])} for b in HC_BIN_LABELS if (has_ref["hc_bin"] == b).any()]
+    large = has_ref["ref_hc_mm"] >= LARGE_HEAD_MM
+    if large.any():  # the later heads together (the whole-pregnancy target is set on them)
+        rows.append({"group": "hc_range", "value": f">={LARGE_HEAD_MM:.0f}", **_group_row(has_ref[large])})
     return pd.DataFrame(rows)
 
 
@@ -356,6 +360,7 @@ def evaluate(per_image: pd.DataFrame, family: str, sdr_thresholds_mm: list[float
         "over_folds": folds,
         "hc_by_source": {r["value"]: {k: v for k, v in r.items() if k not in ("group", "value")} for r in gest[gest["group"] == "source"].to_dict("records")},
         "hc_by_bin": {r["value"]: {k: v for k, v in r.items() if k not in ("group", "value")} for r in gest[gest["group"] == "hc_bin"].to_dict("records")},
+        "hc_large_heads": {r["value"]: {k: v for k, v in r.items() if k not in ("group", "value")} for r in gest[gest["group"] == "hc_range"].to_dict("records")},
     }
     if triage is not None:
         summary["triage"] = triage
