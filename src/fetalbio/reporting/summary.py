@@ -14,16 +14,22 @@ SUMMARY_COLUMNS = (("HC MAE mm", 10, "{:.2f}"), ("HC bias mm", 11, "{:+.2f}"), (
                    ("failed", 7, "{:.0f}"))
 
 
-def stages_run(lock_path: Path, since: float, root: Path) -> tuple[int, int]:
-    """(stages whose outputs were written at or after ``since``, stages in the lock file)."""
+def stages_run(lock_path: Path, since: float, root: Path, names: set[str] | None = None) -> tuple[int, int]:
+    """(stages whose outputs were written at or after ``since``, stages of the pipeline).
+    ``names``: the pipeline's stages (default: DVC's own list of ``root``'s dvc.yaml; a lock file
+    can keep entries of stages that no longer exist)."""
+    if names is None:
+        from dvc.repo import Repo
+
+        names = {s.addressing for s in Repo(str(root)).index.stages}
     lock = yaml.safe_load(lock_path.read_text(encoding="utf-8")) if lock_path.is_file() else {}
-    stages = (lock or {}).get("stages", {})
+    stages = {k: v for k, v in ((lock or {}).get("stages", {})).items() if k in names}
     ran = 0
     for st in stages.values():
         outs = [root / o["path"] for o in st.get("outs", [])]
         if any(p.exists() and p.stat().st_mtime >= since for p in outs):
             ran += 1
-    return ran, len(stages)
+    return ran, len(names)
 
 
 def _cell(value: Any, width: int, fmt: str) -> str:
@@ -63,12 +69,13 @@ def summary_text(root: Path, seconds: float | None, since: float | None, params:
         lines += ["Top methods by out-of-fold HC error against the sonographer (all of them: metrics/compare.md):", *top_rows(compare), ""]
     model = root / "release" / "model.pt"
     lines += ["Outputs: metrics/compare.md (every method, HC by gestation), plots/compare/*.png (figures),",
-              f"         {'release/model.pt (the exported model), ' if model.exists() else ''}reports/model_card.md, reports/label_audit.csv, reports/ingest_drops.csv."]
+              f"         {'release/model.pt (the exported model), ' if model.exists() else ''}reports/model_card.md,",
+              "         reports/label_audit.csv (the label audit), reports/ingest_drops.csv (rows dropped, and why)."]
     if data.get("root") == "data/sample":
         lines += ["", "What these numbers mean: this is the embedded sample, small networks trained for a few epochs on a few dozen",
                   "images so that every stage runs in minutes on a laptop. They show that the pipeline works end to end, not",
                   "how well the methods measure. The real figures (full data, full-size networks) are the README's shipped-model",
                   "table and docs/results.md; `fetalbio params-merge configs/full-cpu-whole.yaml && dvc repro` reruns them."]
-    lines += ["", "Next: `dvc metrics show` (every metric), `dvc plots show` (interactive plots),",
-              "      `fetalbio predict --model pretrained/fetalbio-hc18.pt --images <files> --report review.html` (measure your images)."]
+    lines += ["", "Next: `dvc metrics show` (every metric), `dvc plots show` (interactive plots), and to measure your images:",
+              "      fetalbio predict --model pretrained/fetalbio-hc18.pt --images <files> --report review.html"]
     return "\n".join(lines) + "\n"
