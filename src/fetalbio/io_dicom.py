@@ -60,12 +60,15 @@ class UsRegion:
     delta: tuple[float, float]  # PhysicalDeltaX, PhysicalDeltaY, in those units
 
     def contains(self, x: float, y: float) -> bool:
+        """Whether the point (continuous pixel coordinates, pixel centres at integers) lies in
+        the region's pixels: bounds are inclusive pixel indices, so the area reaches half a pixel
+        beyond them (two adjacent regions leave no gap between them)."""
         x0, y0, x1, y1 = self.bounds
-        return x0 <= x <= x1 and y0 <= y <= y1
+        return x0 - 0.5 <= x <= x1 + 0.5 and y0 - 0.5 <= y <= y1 + 0.5
 
     def overlaps(self, box: tuple[float, float, float, float]) -> bool:
         x0, y0, x1, y1 = self.bounds
-        return box[0] <= x1 and x0 <= box[2] and box[1] <= y1 and y0 <= box[3]
+        return box[0] <= x1 + 0.5 and x0 - 0.5 <= box[2] and box[1] <= y1 + 0.5 and y0 - 0.5 <= box[3]
 
     def inside(self, other: UsRegion) -> bool:
         return all(other.contains(x, y) for x, y in ((self.bounds[0], self.bounds[1]), (self.bounds[2], self.bounds[3])))

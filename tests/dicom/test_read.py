@@ -177,3 +177,16 @@ def test_pydicom_bundled_files_read_as_pydicom_sees_them(name: str) -> None:
 def test_pydicom_bundled_files_that_are_not_read_say_why(name: str) -> None:
     with pytest.raises(ImageReadError, match=BUNDLED_BAD[name]):
         read_gray8(_bundled(name))
+
+
+def test_adjacent_regions_leave_no_gap_between_their_pixels() -> None:
+    """Region bounds are inclusive pixel indices: a head centre between pixel 434 and 435 lies in
+    one of two regions split there (a sub-pixel gap once made it 'in none')."""
+    from fetalbio.io_dicom import UsRegion
+
+    left = UsRegion((0, 0, 434, 539), 1, (3, 3), (0.01, 0.01))
+    right = UsRegion((435, 0, 799, 539), 1, (3, 3), (0.01, 0.01))
+    for x in (434.2, 434.7, 435.0, -0.5, 799.5):
+        assert left.contains(x, 100.0) or right.contains(x, 100.0), x
+    assert not left.contains(435.6, 100.0) and not right.contains(434.4, 100.0) and not right.contains(800.0, 100.0)
+    assert right.overlaps((430.0, 10.0, 434.6, 20.0)) and not right.overlaps((430.0, 10.0, 434.4, 20.0))
