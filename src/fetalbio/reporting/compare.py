@@ -144,19 +144,25 @@ def gestation_markdown(gest: pd.DataFrame) -> list[str]:
     return lines
 
 
-def draw_by_gestation(per_image: dict[str, pd.DataFrame], path: Path, edges: tuple[float, ...] = (0, 100, 150, 200, 250, 300, 400)) -> None:
-    """HC error against the sonographer's HC for each variant, with its MAE and bias per bin."""
+def _panel_grid(n: int, panel_width: float):
+    """(pyplot, figure, axes) of one panel per item, at most 4 a row, the spare panels blank."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    n = max(1, len(per_image))
+    n = max(1, n)
     ncols = min(4, n)
     nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.8 * ncols, 3.0 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_width * ncols, 3.0 * nrows), squeeze=False)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
+    return plt, fig, axes
+
+
+def draw_by_gestation(per_image: dict[str, pd.DataFrame], path: Path, edges: tuple[float, ...] = (0, 100, 150, 200, 250, 300, 400)) -> None:
+    """HC error against the sonographer's HC for each variant, with its MAE and bias per bin."""
+    plt, fig, axes = _panel_grid(len(per_image), 3.8)
     for ax, (name, pi) in zip(axes.ravel(), per_image.items()):
         d = pi[np.isfinite(pi["hc_err_mm"]) & np.isfinite(pi["ref_hc_mm"])]
         ax.scatter(d["ref_hc_mm"], d["hc_err_mm"], s=5, alpha=0.5, color="tab:blue")
@@ -201,17 +207,7 @@ def draw_ced(ceds: dict[str, pd.DataFrame], path: Path) -> None:
 
 
 def draw_bland_altman(points: dict[str, pd.DataFrame], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = max(1, len(points))
-    ncols = min(4, n)
-    nrows = int(np.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False)
-    for ax in axes.ravel()[n:]:
-        ax.axis("off")
+    plt, fig, axes = _panel_grid(len(points), 3.6)
     for ax, (name, ba) in zip(axes.ravel(), points.items()):
         d = ba.dropna()
         ax.scatter(d["mean_mm"], d["diff_mm"], s=6, alpha=0.6)
