@@ -79,7 +79,7 @@ def test_bad_data_root(tmp_path: Path) -> None:
 def test_evaluate_without_predictions(tmp_path: Path) -> None:
     table = tmp_path / "labels.csv"
     out = _fail(["evaluate", "--variant", "hm_unet", "--labels", str(table), "--models-dir", str(tmp_path / "none"),
-                 "--metrics", str(tmp_path / "m.json"), "--plots-dir", str(tmp_path / "p")])
+                 "--metrics-dir", str(tmp_path / "m"), "--plots-dir", str(tmp_path / "p")])
     assert "no fold*/oof.csv under" in out
 
 
