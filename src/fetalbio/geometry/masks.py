@@ -37,14 +37,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from fetalbio.geometry.ellipse import (
-    Ellipse,
-    ellipse_endpoints,
-    fit_ellipse,
-    fit_ellipse_robust,
-    point_ellipse_distance,
-    ramanujan_perimeter,
-)
+from fetalbio.geometry.ellipse import Ellipse, ellipse_endpoints, fit_ellipse, point_ellipse_distance, ramanujan_perimeter
+from fetalbio.geometry.robust_fit import fit_ellipse_robust
 
 __all__ = [
     "FAILURE_REASONS",
