@@ -4,56 +4,28 @@ listed, and every one must lie under a dep of that stage, so a change to any of 
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-SRC = REPO / "src"
-
-
-def _module_file(name: str) -> Path | None:
-    base = SRC.joinpath(*name.split("."))
-    if (base / "__init__.py").is_file():
-        return base / "__init__.py"
-    return base.with_suffix(".py") if base.with_suffix(".py").is_file() else None
-
-
-def _imports(path: Path) -> set[str]:
-    """fetalbio modules a file imports anywhere in it (``from a import b``: ``a.b`` too when it is a module)."""
-    out: set[str] = set()
-    pkg = ".".join(path.relative_to(SRC).with_suffix("").parts[:-1]) if path.is_relative_to(SRC) else ""
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names if a.name.split(".")[0] == "fetalbio"}
-        elif isinstance(node, ast.ImportFrom):
-            mod = node.module or ""
-            if node.level:  # relative import inside the package
-                mod = ".".join(pkg.split(".")[: len(pkg.split(".")) - node.level + 1] + ([mod] if mod else []))
-            if mod.split(".")[0] != "fetalbio":
-                continue
-            out.add(mod)
-            out |= {f"{mod}.{a.name}" for a in node.names if _module_file(f"{mod}.{a.name}") is not None}
-    return out
+from import_graph import REPO, SRC, fetalbio_imports, module_file
 
 
 def module_closure(script: Path) -> set[Path]:
     """Every source file of fetalbio that ``script`` can import, with its packages' __init__.py."""
     seen: set[str] = set()
-    todo = list(_imports(script))
+    todo = list(fetalbio_imports(script))
     while todo:
         name = todo.pop()
         parts = name.split(".")
         for i in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__ and a/b/__init__ too
             sub = ".".join(parts[:i])
-            f = _module_file(sub)
+            f = module_file(sub)
             if f is None or sub in seen:
                 continue
             seen.add(sub)
-            todo.extend(_imports(f))
-    return {f for f in (_module_file(n) for n in seen) if f is not None}
+            todo.extend(fetalbio_imports(f))
+    return {f for f in (module_file(n) for n in seen) if f is not None}
 
 
 def _stage_bodies() -> dict[str, dict]:
@@ -94,4 +66,4 @@ def test_the_closure_follows_function_level_and_transitive_imports(tmp_path: Pat
 
 def test_the_library_never_imports_stages() -> None:
     for f in (SRC / "fetalbio").rglob("*.py"):
-        assert "stages" not in {n.split(".")[0] for n in _imports(f)} and "from stages" not in f.read_text(encoding="utf-8"), f
+        assert "stages" not in {n.split(".")[0] for n in fetalbio_imports(f)} and "from stages" not in f.read_text(encoding="utf-8"), f

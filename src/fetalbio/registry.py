@@ -1,4 +1,6 @@
-"""A tiny name -> object registry (no import strings, no config magic)."""
+"""A tiny name -> object registry (no import strings, no config magic), and the package's registries:
+each is filled when its package is imported (its ``__init__`` imports the submodules, which register
+themselves; build through it: ``build_model``, ...); kept here so that registering imports no ``__init__``."""
 
 from __future__ import annotations
 
@@ -39,3 +41,9 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+MODELS: Registry = Registry("model")  # fetalbio.models: networks
+CODECS: Registry = Registry("codec")  # fetalbio.codecs: keypoint target encoders/decoders
+LOSSES: Registry = Registry("loss")  # fetalbio.losses: training losses
+TASKS: Registry = Registry("task")  # fetalbio.tasks: task classes by family

@@ -18,13 +18,14 @@ from fetalbio.geometry import (
     ellipse_to_cv2,
     ellipse_to_mask,
     fit_ellipse,
-    fit_ellipse_robust,
     hc_from_diameters,
     point_ellipse_distance,
     ramanujan_perimeter,
+    robust_fit,
     transform_ellipse,
 )
 from fetalbio.geometry import ellipse as ellipse_mod
+from fetalbio.geometry.robust_fit import fit_ellipse_robust
 
 E = Ellipse(200.3, 150.7, 120.0, 85.0, 0.6)
 
@@ -234,7 +235,7 @@ def test_sampson_distances_equal_the_ellipse_frame_formula():
     rng = np.random.default_rng(2)
     pts = rng.uniform(0.0, 400.0, size=(300, 2))
     params = np.array([[200.0, 150.0, 90.0, 60.0, 0.3], [180.0, 170.0, 40.0, 39.0, 2.0], [100.0, 50.0, 300.0, 20.0, 1.2]])
-    got = ellipse_mod._sampson_distances(pts, params)
+    got = robust_fit._sampson_distances(pts, params)
     for k, (cx, cy, a, b, th) in enumerate(params):
         c, s = math.cos(th), math.sin(th)
         u = c * (pts[:, 0] - cx) + s * (pts[:, 1] - cy)
@@ -249,14 +250,14 @@ def test_null_vectors_are_the_conics_through_five_points():
     p = rng.normal(size=(50, 5, 2))
     x, y = p[..., 0], p[..., 1]
     rows = np.stack([x * x, x * y, y * y, x, y, np.ones_like(x)], axis=2)
-    null = ellipse_mod._null_vectors(rows)
+    null = robust_fit._null_vectors(rows)
     np.testing.assert_allclose(np.linalg.norm(null, axis=1), 1.0)
     assert np.abs(np.einsum("kij,kj->ki", rows, null)).max() < 1e-9
     svd = np.linalg.svd(rows)[2][:, -1, :]
     np.testing.assert_allclose(np.abs(np.sum(svd * null, axis=1)), 1.0, atol=1e-9)
     repeated = rows.copy()
     repeated[:, 1] = repeated[:, 0]  # a repeated point: no unique conic
-    assert np.all(ellipse_mod._null_vectors(repeated) == 0.0)
+    assert np.all(robust_fit._null_vectors(repeated) == 0.0)
 
 
 # -- fitting --------------------------------------------------------------------------------

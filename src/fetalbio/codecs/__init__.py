@@ -24,9 +24,11 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from fetalbio.registry import Registry
-
-CODECS: Registry = Registry("codec")
+# importing the submodules registers their codecs in CODECS
+from fetalbio.codecs.heatmap import HeatmapCodec
+from fetalbio.codecs.hybrid import HybridCodec
+from fetalbio.codecs.regression import RegressionCodec
+from fetalbio.registry import CODECS
 
 
 def _check_cfg(cls: type, cfg: dict[str, Any], fixed: tuple[str, ...]) -> None:
@@ -55,10 +57,5 @@ def build_codec(
     _check_cfg(cls, cfg, fixed=("input_size", "output_stride"))
     return cls(input_size=tuple(input_size), output_stride=int(output_stride), **cfg)
 
-
-# Registration happens on import; the registry must exist first.
-from fetalbio.codecs.heatmap import HeatmapCodec  # noqa: E402
-from fetalbio.codecs.hybrid import HybridCodec  # noqa: E402
-from fetalbio.codecs.regression import RegressionCodec  # noqa: E402
 
 __all__ = ["CODECS", "HeatmapCodec", "HybridCodec", "RegressionCodec", "build_codec"]

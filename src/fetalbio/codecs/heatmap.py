@@ -67,7 +67,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fetalbio.codecs import CODECS
+from fetalbio.registry import CODECS
 
 DECODERS = ("soft_argmax", "argmax", "argmax_refine")
 UNCERTAINTIES = ("variance", "entropy")

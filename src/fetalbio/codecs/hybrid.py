@@ -23,9 +23,9 @@ from collections.abc import Sequence
 import numpy as np
 from torch import Tensor
 
-from fetalbio.codecs import CODECS
 from fetalbio.codecs.heatmap import HeatmapCodec
 from fetalbio.codecs.regression import RegressionCodec
+from fetalbio.registry import CODECS
 
 POINT_SOURCES = ("heatmap", "regression", "average")
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fetalbio.codecs import CODECS
+from fetalbio.registry import CODECS
 
 
 @CODECS.register("regression")

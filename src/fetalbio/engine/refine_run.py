@@ -24,10 +24,11 @@ import torch
 
 from fetalbio import POINT_COLUMNS, UNC_COLUMNS
 from fetalbio.engine.run import write_heldout
+from fetalbio.geometry.masks import reference_ellipse
 from fetalbio.io import read_gray8, write_json
 from fetalbio.model_file import MODEL_FILE, load_stage, read_model_file
 from fetalbio.tasks import ImagePrediction, RefineTask, prediction_ellipse
-from fetalbio.tasks.refine import check_combine, check_passes, check_tta, reference_ellipse
+from fetalbio.tasks.refine import check_combine, check_passes, check_tta
 
 READ_DTYPES = {"image_name": str, "reason": str, "mask_path": str}
 

@@ -2,14 +2,12 @@
 
 from fetalbio.geometry.ellipse import (
     Ellipse,
-    EllipseFit,
     ellipse_endpoints,
     ellipse_from_cv2,
     ellipse_from_points,
     ellipse_to_cv2,
     ellipse_to_mask,
     fit_ellipse,
-    fit_ellipse_robust,
     hc_from_diameters,
     point_ellipse_distance,
     ramanujan_perimeter,
@@ -37,6 +35,7 @@ from fetalbio.geometry.points import (
     ofd_normal,
     order_pair,
 )
+from fetalbio.geometry.robust_fit import EllipseFit, fit_ellipse_robust
 
 __all__ = [
     "REFERENCE_DIRECTION",

@@ -37,14 +37,8 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from fetalbio.geometry.ellipse import (
-    Ellipse,
-    ellipse_endpoints,
-    fit_ellipse,
-    fit_ellipse_robust,
-    point_ellipse_distance,
-    ramanujan_perimeter,
-)
+from fetalbio.geometry.ellipse import Ellipse, ellipse_endpoints, fit_ellipse, point_ellipse_distance, ramanujan_perimeter
+from fetalbio.geometry.robust_fit import fit_ellipse_robust
 
 __all__ = [
     "FAILURE_REASONS",
@@ -57,6 +51,7 @@ __all__ = [
     "mask_edge_offset_px",
     "mask_to_ellipse",
     "perimeter_offset_px",
+    "reference_ellipse",
     "shrink_ellipse",
 ]
 
@@ -391,6 +386,12 @@ def mask_to_ellipse(
     if not frac >= min_inlier_fraction:
         return _fail("poor_fit", area, n)
     return MaskEllipseResult(True, "", e, ellipse_endpoints(e), resid, frac, area, n)
+
+
+def reference_ellipse(mask01: np.ndarray) -> Ellipse | None:
+    """The ellipse of a filled reference mask (sub-pixel edge, least squares), or None."""
+    res = mask_to_ellipse(np.asarray(mask01) > 0, method="plain")
+    return res.ellipse if res.ok else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 All registered losses accept ``point_weights`` (``K`` static per-keypoint weights, e.g. to
 favour the BPD pair) on top of the per-sample ``channel_weight`` of
-:class:`~fetalbio.losses.WeightedLoss`. ``heatmap_coord`` (:class:`HeatmapCoordLoss`) joins a
+:class:`~fetalbio.losses.base.WeightedLoss`. ``heatmap_coord`` (:class:`HeatmapCoordLoss`) joins a
 heatmap loss and a coordinate loss on ``(heatmaps, coords)`` pairs. :func:`geometric_prior` is a
 separate, unregistered shape penalty on decoded landmark sets.
 """
@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fetalbio.losses import LOSSES, WeightedLoss
+from fetalbio.losses.base import WeightedLoss, build_loss
+from fetalbio.registry import LOSSES
 
 
 class _PointWeighted(WeightedLoss):
@@ -266,8 +267,6 @@ class HeatmapCoordLoss(torch.nn.Module):
         point_weights: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        from fetalbio.losses import build_loss
-
         if heatmap not in HEATMAP_TERMS:
             raise ValueError(f"heatmap_coord: heatmap must be one of {HEATMAP_TERMS}, got {heatmap!r}")
         if coord not in COORD_TERMS:

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fetalbio.losses import LOSSES, WeightedLoss
+from fetalbio.losses.base import WeightedLoss
+from fetalbio.registry import LOSSES
 
 
 def _check_masks(pred: Tensor) -> None:

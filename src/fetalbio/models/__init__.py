@@ -30,46 +30,23 @@ from typing import Any
 
 from torch import nn
 
-from fetalbio.registry import Registry
-
-MODELS: Registry = Registry("model")
-
-# The submodules register themselves in MODELS, so they are imported after it exists.
-from fetalbio.models import attention_unet, deeplab, fpn, hourglass, hrnet, multihead, regression, resnet, unet, vit  # noqa: E402  # noqa: E402
-from fetalbio.models.attention_unet import AttentionUNet  # noqa: E402
-from fetalbio.models.deeplab import DeepLabV3Plus  # noqa: E402
-from fetalbio.models.fpn import AttentionFPN  # noqa: E402
-from fetalbio.models.hourglass import HourglassNet, HybridHourglass  # noqa: E402
-from fetalbio.models.hrnet import HRNetLite  # noqa: E402
-from fetalbio.models.multihead import MultiHeadUNet  # noqa: E402
-from fetalbio.models.regression import AlexNetRegression, EfficientNetRegression  # noqa: E402
-from fetalbio.models.resnet import CoordRegression, ResNetDeconv, ResNetEncoder  # noqa: E402
-from fetalbio.models.unet import UNet  # noqa: E402
-from fetalbio.models.vit import ViTLandmark  # noqa: E402
+# importing the submodules registers their networks in MODELS
+from fetalbio.models.attention_unet import AttentionUNet
+from fetalbio.models.deeplab import DeepLabV3Plus
+from fetalbio.models.fpn import AttentionFPN
+from fetalbio.models.hourglass import HourglassNet, HybridHourglass
+from fetalbio.models.hrnet import HRNetLite
+from fetalbio.models.multihead import MultiHeadUNet
+from fetalbio.models.regression import AlexNetRegression, EfficientNetRegression
+from fetalbio.models.resnet import CoordRegression, ResNetDeconv, ResNetEncoder
+from fetalbio.models.unet import UNet
+from fetalbio.models.vit import ViTLandmark
+from fetalbio.registry import MODELS
 
 __all__ = [
-    "MODELS",
-    "OUTPUT_KINDS",
-    "AlexNetRegression",
-    "AttentionFPN",
-    "AttentionUNet",
-    "CoordRegression",
-    "DeepLabV3Plus",
-    "EfficientNetRegression",
-    "HRNetLite",
-    "HourglassNet",
-    "HybridHourglass",
-    "MultiHeadUNet",
-    "ResNetDeconv",
-    "ResNetEncoder",
-    "UNet",
-    "ViTLandmark",
-    "arch_options",
-    "build_model",
-    "count_parameters",
+    "MODELS", "OUTPUT_KINDS", "AlexNetRegression", "AttentionFPN", "AttentionUNet", "CoordRegression", "DeepLabV3Plus", "EfficientNetRegression", "HRNetLite",
+    "HourglassNet", "HybridHourglass", "MultiHeadUNet", "ResNetDeconv", "ResNetEncoder", "UNet", "ViTLandmark", "arch_options", "build_model", "count_parameters",
 ]
-
-_ = (attention_unet, deeplab, fpn, hourglass, hrnet, multihead, regression, resnet, unet, vit)  # imported for registration
 
 OUTPUT_KINDS = ("dense", "vector", "hybrid")
 

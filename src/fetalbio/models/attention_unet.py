@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fetalbio.models import MODELS
 from fetalbio.models.blocks import UpConcat, resize_to
 from fetalbio.models.unet import UNet
+from fetalbio.registry import MODELS
 
 __all__ = ["AttentionGate", "AttentionUNet"]
 

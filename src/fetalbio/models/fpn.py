@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fetalbio.models import MODELS
 from fetalbio.models.blocks import ConvBNReLU, check_input, check_option, init_head, init_weights, resize_to
 from fetalbio.models.resnet import ResNetEncoder
+from fetalbio.registry import MODELS
 
 __all__ = ["AttentionFPN", "LevelAttentionFusion"]
 

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fetalbio.models import MODELS
 from fetalbio.models.blocks import (
     Bottleneck,
     ConvBNReLU,
@@ -26,6 +25,7 @@ from fetalbio.models.blocks import (
     pool_grid,
     resize_to,
 )
+from fetalbio.registry import MODELS
 
 __all__ = ["Hourglass", "HourglassNet", "HybridHourglass"]
 

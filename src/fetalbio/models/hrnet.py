@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fetalbio.models import MODELS
 from fetalbio.models.blocks import BasicBlock, ConvBNReLU, check_input, init_head, init_weights, resize_to
+from fetalbio.registry import MODELS
 
 __all__ = ["FuseLayer", "HRModule", "HRNetLite"]
 

@@ -14,8 +14,8 @@ import math
 import torch
 from torch import nn
 
-from fetalbio.models import MODELS
 from fetalbio.models.blocks import DoubleConv, UpConcat, check_input, check_option, init_head, init_weights
+from fetalbio.registry import MODELS
 
 __all__ = ["MultiHeadUNet"]
 

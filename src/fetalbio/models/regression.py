@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fetalbio.models import MODELS
 from fetalbio.models.blocks import RegressionHead, check_input, check_option, init_head, init_weights, pool_grid
+from fetalbio.registry import MODELS
 
 __all__ = ["AlexNetRegression", "EfficientNetRegression", "MBConv", "SqueezeExcite"]
 

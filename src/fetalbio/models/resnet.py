@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fetalbio.models import MODELS
 from fetalbio.models.blocks import BasicBlock, Bottleneck, ConvBNReLU, check_input, init_head, init_weights
+from fetalbio.registry import MODELS
 
 __all__ = ["CoordRegression", "ResNetDeconv", "ResNetEncoder"]
 

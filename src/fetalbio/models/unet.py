@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fetalbio.models import MODELS
 from fetalbio.models.blocks import DoubleConv, UpConcat, check_input, init_head, init_weights
+from fetalbio.registry import MODELS
 
 __all__ = ["UNet"]
 

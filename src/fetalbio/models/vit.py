@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fetalbio.models import MODELS
 from fetalbio.models.blocks import check_input, check_option, init_head, pool_grid
+from fetalbio.registry import MODELS
 
 __all__ = ["TransformerBlock", "ViTLandmark"]
 

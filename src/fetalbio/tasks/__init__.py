@@ -5,14 +5,13 @@ family in :mod:`fetalbio.variants`.
 """
 
 from fetalbio.config import TrainConfig, VariantConfig
-from fetalbio.registry import Registry
+from fetalbio.registry import TASKS
 from fetalbio.tasks.base import ImagePrediction, Sample, Task, prediction_ellipse
 from fetalbio.tasks.landmark import LandmarkTask
 from fetalbio.tasks.refine import RefineTask
 from fetalbio.tasks.segmentation import SegmentationTask
 from fetalbio.variants import get_variant
 
-TASKS: Registry = Registry("task")
 TASKS.register("landmark")(LandmarkTask)
 TASKS.register("segmentation")(SegmentationTask)
 TASKS.register("refine")(RefineTask)

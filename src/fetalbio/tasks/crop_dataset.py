@@ -22,12 +22,14 @@ from fetalbio.config import TrainConfig
 from fetalbio.data.transforms import augment, build_augment, normalize
 from fetalbio.geometry.crop import HeadCrop
 from fetalbio.geometry.ellipse import Ellipse
+from fetalbio.geometry.masks import reference_ellipse
 from fetalbio.io import read_gray8
 from fetalbio.tasks.base import Sample
-from fetalbio.tasks.refine import RefineTask, reference_ellipse
 
 if TYPE_CHECKING:  # only for annotations: augmentation is built by fetalbio.data.transforms.build_augment
     import albumentations as A
+
+    from fetalbio.tasks.refine import RefineTask
 
 
 @dataclass

@@ -38,7 +38,7 @@ from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.data.transforms import network_input
 from fetalbio.geometry.crop import CropJitter, HeadCrop, crop_problem
 from fetalbio.geometry.ellipse import Ellipse, ellipse_endpoints, transform_ellipse
-from fetalbio.geometry.masks import mask_to_ellipse, perimeter_offset_px
+from fetalbio.geometry.masks import mask_to_ellipse, perimeter_offset_px, reference_ellipse
 from fetalbio.tasks.base import ImagePrediction, average_outputs, prediction_ellipse
 from fetalbio.tasks.segmentation import SegmentationTask, calibration_rows
 from fetalbio.variants import VariantSpec
@@ -55,12 +55,6 @@ if TYPE_CHECKING:
 # averaged, before the fit -- "none", "hflip" (2 views) or "hvflip" (4 views)
 CROP_DEFAULTS = {"span": 1.35, "passes": 1, "jitter": {}, "combine": "mean", "tta": "none"}
 TTA_VIEWS = {"none": [()], "hflip": [(), (-1,)], "hvflip": [(), (-1,), (-2,), (-2, -1)]}
-
-
-def reference_ellipse(mask01: np.ndarray) -> Ellipse | None:
-    """The ellipse of a filled reference mask (sub-pixel edge, least squares), or None."""
-    res = mask_to_ellipse(np.asarray(mask01) > 0, method="plain")
-    return res.ellipse if res.ok else None
 
 
 def check_passes(value: object) -> int:
