@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from fetalbio.commands._common import PARAMS_OPTION, compared_names, friendly_errors, read_seed
-from fetalbio.config import FinalConfig, TrainConfig, VariantConfig, from_dict, get_key, load_section, merged_train_config, read_params
+from fetalbio.config import FinalConfig, TrainConfig, VariantConfig, get_key, load_section, merged_train_config, read_params, variant_config
 from fetalbio.data.tables import read_clean
 from fetalbio.io import write_json, write_text
 from fetalbio.variants import split_refined
@@ -54,7 +54,7 @@ def main(
     common = load_section(params, "train", TrainConfig)
 
     def configs(name: str) -> tuple[VariantConfig, TrainConfig]:
-        vcfg = from_dict(VariantConfig, get_key(raw, f"variants.{name}", str(params)) or {}, f"variants.{name}")
+        vcfg = variant_config(name, get_key(raw, f"variants.{name}", str(params)) or {}, f"variants.{name}")
         return vcfg, merged_train_config(common, vcfg, f"variants.{name}")
 
     vcfg, tcfg = configs(variant)

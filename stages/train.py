@@ -9,7 +9,7 @@ import pandas as pd
 import typer
 
 from fetalbio.commands._common import PARAMS_OPTION, friendly_errors, read_seed
-from fetalbio.config import ConfigError, TrainConfig, VariantConfig, from_dict, get_key, load_section, merged_train_config, read_params
+from fetalbio.config import ConfigError, TrainConfig, get_key, load_section, merged_train_config, read_params, variant_config
 from fetalbio.data.tables import read_clean
 from fetalbio.variants import VARIANTS
 
@@ -37,7 +37,7 @@ def main(
         raise ConfigError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
     raw = read_params(params)
     tcfg = load_section(params, "train", TrainConfig)
-    vcfg = from_dict(VariantConfig, get_key(raw, f"variants.{variant}", str(params)) or {}, f"variants.{variant}")
+    vcfg = variant_config(variant, get_key(raw, f"variants.{variant}", str(params)) or {}, f"variants.{variant}")
     tcfg = merged_train_config(tcfg, vcfg, f"variants.{variant}")
     try:  # fail on a bad arch / codec / loss option before any data is read
         build_task(variant, vcfg, tcfg)

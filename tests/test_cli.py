@@ -70,6 +70,12 @@ def test_unknown_arch_option(tmp_path: Path) -> None:
     assert "variants.hm_unet" in out and "widht" in out  # refused before any data is read
 
 
+def test_misplaced_variant_key(tmp_path: Path) -> None:  # params.yaml as `dvc exp run -S variants.hm_unet.crop.span=2` leaves it
+    p = _params(tmp_path, lambda d: d["variants"]["hm_unet"].__setitem__("crop", {"span": 2.0}))
+    out = _fail(["train", "--params", str(p), "--variant", "hm_unet", "--fold", "0", "--labels", str(tmp_path / "none.csv"), "--out-dir", str(tmp_path / "m")])
+    assert "variants.hm_unet.crop: `crop` belongs to the refine family (hm_unet is a landmark variant)" in out
+
+
 def test_bad_data_root(tmp_path: Path) -> None:
     p = _params(tmp_path, lambda d: d["data"].__setitem__("root", str(tmp_path / "nowhere")))
     out = _fail(["ingest", "--params", str(p), "--out-dir", str(tmp_path / "ing")])

@@ -16,7 +16,15 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
+from fetalbio.variants import get_variant
+
 T = TypeVar("T")
+
+# train.normalize -> the steps of fetalbio.data.transforms.normalize applied before the z-score
+NORMALIZE_STEPS: dict[str, tuple[str, ...]] = {"zscore": (), **{m: tuple(m.split("_")) for m in (
+    "clahe", "median", "bilateral", "diffusion", "median_clahe", "bilateral_clahe", "diffusion_clahe")}}
+# train.schedule: the learning-rate schedules of fetalbio.engine.train
+SCHEDULES = ("warmup_cosine", "cosine_restarts")
 
 
 class ConfigError(ValueError):
@@ -126,9 +134,7 @@ class TrainConfig:
     input_height: int = 96
     # intensity preprocessing (fetalbio.data.transforms.normalize): a speckle filter (median,
     # bilateral or anisotropic diffusion) and/or CLAHE, then the per-image z-score
-    normalize: Literal[
-        "zscore", "clahe", "median", "bilateral", "diffusion", "median_clahe", "bilateral_clahe", "diffusion_clahe"
-    ] = "zscore"
+    normalize: Literal[tuple(NORMALIZE_STEPS)] = "zscore"
     batch_size: int = 8
     epochs: int = 10
     lr: float = 2e-3
@@ -137,7 +143,7 @@ class TrainConfig:
     # learning-rate schedule after the linear warm-up: one cosine decay to 0 at the last epoch
     # (warmup_cosine), or cosine annealing with warm restarts (SGDR, cosine_restarts) whose
     # first cycle lasts restart_epochs epochs and every next one restart_mult times longer
-    schedule: Literal["warmup_cosine", "cosine_restarts"] = "warmup_cosine"
+    schedule: Literal[SCHEDULES] = "warmup_cosine"
     restart_epochs: int = 2
     restart_mult: int = 2
     patience: int = 5
@@ -169,11 +175,11 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class VariantConfig:
-    """Section ``variants.<name>``: one variant's own hyperparameters.
+    """Section ``variants.<name>``: one variant's own hyperparameters (read by :func:`variant_config`).
 
-    ``arch`` goes to the model builder, ``codec`` to the codec (landmark variants), ``loss`` /
-    ``loss_cfg`` override the registry's default loss, ``postprocess`` to the mask -> ellipse
-    step (segmentation variants), ``train`` overrides keys of the common ``train`` section.
+    ``arch`` goes to the model builder, ``codec`` to the codec, ``loss`` / ``loss_cfg`` override
+    the registry's default loss, ``postprocess`` to the mask -> ellipse step, ``crop`` to the
+    refinement's crops, ``train`` overrides keys of the common ``train`` section.
     ``seeds``: empty (default), one network trained with the top-level ``seed``; otherwise one
     network per seed (a seed ensemble), each trained exactly as a run with that top-level
     ``seed`` would train it, whose raw outputs are averaged for the held-out predictions and in
@@ -189,7 +195,7 @@ class VariantConfig:
     postprocess: dict = dataclasses.field(default_factory=dict)
     train: dict = dataclasses.field(default_factory=dict)
     seeds: list[int] = dataclasses.field(default_factory=list)
-    crop: dict = dataclasses.field(default_factory=dict)  # refinement stage: span, passes, jitter
+    crop: dict = dataclasses.field(default_factory=dict)  # span, passes, jitter, combine, tta
 
     def __post_init__(self) -> None:
         if self.geometric_prior < 0:
@@ -202,6 +208,24 @@ class VariantConfig:
     def member_seeds(self, seed: int) -> list[int]:
         """The seed of every network of the variant: ``seeds``, or the run's ``seed`` alone."""
         return list(self.seeds) if self.seeds else [int(seed)]
+
+
+# The keys of ``variants.<name>`` that only some families read, and those families (every family
+# reads arch, loss, loss_cfg, train and seeds); on a variant of another family they would be ignored.
+FAMILY_KEYS: dict[str, tuple[str, ...]] = {"codec": ("landmark",), "geometric_prior": ("landmark",), "mask_source": ("segmentation",),
+                                           "postprocess": ("segmentation", "refine"), "crop": ("refine",)}
+
+
+def variant_config(variant: str, raw: Any, section: str, stored: bool = False) -> VariantConfig:
+    """``raw`` as ``variant``'s :class:`VariantConfig`, refusing unknown keys and those of other
+    families (its family: the registry's). ``stored``: a model file's ``variant_cfg``, which holds
+    every key (``dataclasses.asdict``): there another family's key is refused off its default."""
+    family, vcfg = get_variant(variant).family, from_dict(VariantConfig, raw, section)
+    for key, owners in FAMILY_KEYS.items():
+        if key in raw and family not in owners and not (stored and getattr(vcfg, key) == getattr(VariantConfig(), key)):
+            raise ConfigError(f"{section}.{key}: `{key}` belongs to the {' and '.join(owners)} famil{'ies' if len(owners) > 1 else 'y'} "
+                              f"({variant} is a {family} variant)")
+    return vcfg
 
 
 @dataclass(frozen=True)
@@ -356,18 +380,6 @@ def load_section(path: str | Path, section: str, cls: type[T]) -> T:
 
 
 __all__ = [
-    "ConfigError",
-    "DataConfig",
-    "FoldsConfig",
-    "LabelsConfig",
-    "TrainConfig",
-    "EvaluateConfig",
-    "FinalConfig",
-    "VariantConfig",
-    "AugmentConfig",
-    "merged_train_config",
-    "from_dict",
-    "get_key",
-    "load_section",
-    "read_params",
+    "ConfigError", "DataConfig", "FoldsConfig", "LabelsConfig", "TrainConfig", "EvaluateConfig", "FinalConfig", "VariantConfig", "AugmentConfig",
+    "FAMILY_KEYS", "NORMALIZE_STEPS", "SCHEDULES", "variant_config", "merged_train_config", "from_dict", "get_key", "load_section", "read_params",
 ]

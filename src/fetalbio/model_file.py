@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fetalbio.config import TrainConfig, VariantConfig, from_dict
+from fetalbio.config import TrainConfig, VariantConfig, from_dict, variant_config
 from fetalbio.io import load_failure_reason, write_torch
 from fetalbio.tasks import Task, build_task
 from fetalbio.variants import get_variant
@@ -238,7 +238,7 @@ def load_stage(path: Path, st: dict[str, Any], device: torch.device | str, weigh
     """One stage rebuilt: a task per state dict (``weights=False``: one task, for decoding only,
     its network left as initialised -- the networks run elsewhere, e.g. in ONNX Runtime)."""
     variant, role = st["variant"], st["role"]
-    vcfg = from_dict(VariantConfig, st["variant_cfg"], f"{path}: {role} variant_cfg")
+    vcfg = variant_config(variant, st["variant_cfg"], f"{path}: {role} variant_cfg", stored=True)
     tcfg = from_dict(TrainConfig, st["train_cfg"], f"{path}: {role} train_cfg")
     if stage_role(variant) != role:
         raise ValueError(f"{path}: the {role} stage holds variant {variant!r}")

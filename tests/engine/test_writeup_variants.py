@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from fetalbio.config import TrainConfig, VariantConfig, from_dict
+from fetalbio.config import TrainConfig, VariantConfig, variant_config
 from fetalbio.engine.dataset import BiometryDataset
 from fetalbio.losses import build_loss
 from fetalbio.tasks import LandmarkTask, build_task
@@ -29,7 +29,7 @@ def _vcfg(name: str, tiny_arch, **over) -> VariantConfig:
     raw = dict(_params()["variants"][name])
     raw["arch"] = tiny_arch(get_variant(name).model)
     raw.update(over)
-    return from_dict(VariantConfig, raw, f"variants.{name}")
+    return variant_config(name, raw, f"variants.{name}")
 
 
 def _batch(task, synth_clean, n: int = 4) -> tuple[dict, BiometryDataset]:
@@ -43,7 +43,7 @@ def test_new_variants_are_registered_and_listed() -> None:
     for name in NEW:
         assert name in VARIANTS and get_variant(name).family == "landmark"
         assert name in params["variant_names"]
-        from_dict(VariantConfig, params["variants"][name], f"variants.{name}")  # the section parses
+        variant_config(name, params["variants"][name], f"variants.{name}")  # the section parses, with its family's keys only
     assert params["variants"]["coord_resnet18"]["arch"]["layers"] == [2, 2, 2, 2]
     assert params["variants"]["coord_resnet34"]["arch"]["layers"] == [3, 4, 6, 3]
     assert params["variants"]["vit_landmark"]["geometric_prior"] > 0

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from fetalbio.config import AugmentConfig
+from fetalbio.config import NORMALIZE_STEPS, AugmentConfig  # NORMALIZE_STEPS: train.normalize's one list
 from fetalbio.geometry.points import canonicalize_batch
 
 if TYPE_CHECKING:  # albumentations is imported where augmentation is built: prediction does not need it
@@ -93,18 +93,6 @@ class Letterbox:
 MEDIAN_KSIZE = 3
 BILATERAL_D, BILATERAL_SIGMA_COLOR, BILATERAL_SIGMA_SPACE = 5, 20.0, 2.0
 DIFFUSION_ITERS, DIFFUSION_KAPPA, DIFFUSION_STEP = 10, 15.0, 0.2
-
-# train.normalize -> the steps applied before the z-score
-NORMALIZE_STEPS: dict[str, tuple[str, ...]] = {
-    "zscore": (),
-    "clahe": ("clahe",),
-    "median": ("median",),
-    "bilateral": ("bilateral",),
-    "diffusion": ("diffusion",),
-    "median_clahe": ("median", "clahe"),
-    "bilateral_clahe": ("bilateral", "clahe"),
-    "diffusion_clahe": ("diffusion", "clahe"),
-}
 
 
 def anisotropic_diffusion(image: np.ndarray, iterations: int = DIFFUSION_ITERS, kappa: float = DIFFUSION_KAPPA,
