@@ -11,7 +11,7 @@ import typer
 from fetalbio.commands._common import PARAMS_OPTION, compared_names, friendly_errors
 from fetalbio.config import get_key, read_params
 from fetalbio.data.tables import read_clean
-from fetalbio.io import write_csv, write_json, write_text
+from fetalbio.io import read_oof_folds, write_csv, write_json, write_text
 
 app = typer.Typer(add_completion=False)
 
@@ -31,7 +31,6 @@ def main(
 ) -> None:
     """Compare every variant of params' variant_names, each alone and refined (<variant>_refined)."""
     from fetalbio.reporting.compare import best_of_family, compare_table, draw_bland_altman, draw_by_gestation, draw_ced, draw_worst_cases, gestation_table, markdown_table, paired_hc_test
-    from fetalbio.reporting.evaluate import read_oof
 
     raw = read_params(params)
     names = compared_names(raw, params)
@@ -50,7 +49,7 @@ def main(
     draw_bland_altman({n: pd.read_csv(plots_dir / n / "bland_altman.csv") for n in names}, figures_dir / "bland_altman.png")
     draw_by_gestation(per_image, figures_dir / "by_gestation.png")
     top = best.get("HC MAE mm", [names[0]])[0]
-    draw_worst_cases(top, per_image[top], read_clean(labels), read_oof(models_dir / top), images_root, figures_dir / "worst_cases.png")
+    draw_worst_cases(top, per_image[top], read_clean(labels), read_oof_folds(models_dir / top), images_root, figures_dir / "worst_cases.png")
     write_csv(figures_dir / "hc_abs_err.csv", pd.concat([per_image[n][["image_name", "hc_abs_err_mm"]].assign(variant=n) for n in names]))
     typer.echo(f"compare: {len(names)} variants; best HC MAE: {top} -> {out_md}")
 

@@ -13,7 +13,7 @@ import typer
 from fetalbio.commands._common import PARAMS_OPTION, friendly_errors
 from fetalbio.config import ConfigError, EvaluateConfig, load_section
 from fetalbio.data.tables import read_clean
-from fetalbio.io import write_csv, write_json
+from fetalbio.io import read_oof_folds, write_csv, write_json
 from fetalbio.variants import VARIANTS, split_refined
 
 app = typer.Typer(add_completion=False)
@@ -21,17 +21,17 @@ app = typer.Typer(add_completion=False)
 
 def _score(name: str, read_table: Callable[[], pd.DataFrame], images_root: Path, models: Path, metrics: Path, plots: Path, sdr: list[float], triage: bool) -> None:
     """Score ``models/<name>`` into ``metrics/<name>.json`` and ``plots/<name>/``."""
-    from fetalbio.reporting.evaluate import evaluate, per_image_table, read_oof, triage_signals
+    from fetalbio.reporting.evaluate import evaluate, per_image_table, triage_signals
 
     base, refined = split_refined(name)
     model_dir = models / name
-    oof = read_oof(model_dir)
+    oof = read_oof_folds(model_dir)
     clean = read_table()  # after the predictions: a missing oof.csv is the error to report first
     pi = per_image_table(clean, oof, images_root, model_dir)
     signals = None
     if triage:  # a refined method also gets the stage-disagreement signal from its first stage
         signals = triage_signals(clean, oof.set_index("image_name").loc[pi["image_name"]].reset_index(), images_root, pi["pred_hc_mm"].to_numpy(),
-                                 read_oof(models / base) if refined else None)
+                                 read_oof_folds(models / base) if refined else None)
     family = VARIANTS[base].family  # the registry says what a method is; nothing is guessed from its files
     ev = evaluate(pi, family, sdr, signals, scores_masks=refined or family == "segmentation")
     out = plots / name

@@ -3,8 +3,9 @@ imports nothing from fetalbio but its own DICOM half, :mod:`fetalbio.io_dicom`, 
 when a file is DICOM: PNG users never import pydicom).
 
 Atomic writers for every file a stage declares (temp file + rename: a kill never leaves a
-half-written output that DVC could cache); safe paths and image reading with explicit, recorded
-conversions; why ``torch.load(weights_only=True)`` refused a file."""
+half-written output that DVC could cache); safe paths; one reader per file kind: an image with its
+recorded conversions (:func:`read_gray8`), a skull mask (:func:`read_mask`), a held-out table
+(:func:`read_oof`, :func:`read_oof_folds`); why ``torch.load(weights_only=True)`` refused a file."""
 
 from __future__ import annotations
 
@@ -199,6 +200,53 @@ def read_gray8(path: Path | str | FrameRef, frame: int | None = None) -> LoadedI
     if img.ndim != 2 or min(img.shape) < 1:
         raise ImageReadError(f"{path}: unexpected image shape {img.shape}")
     return LoadedImage(np.ascontiguousarray(img), tuple(conversions))
+
+
+MASK_THRESHOLD = 127  # a mask pixel is head above this gray value (masks are written 0 / 255)
+
+
+def read_mask(path: Path | str, optional: bool = False) -> np.ndarray | None:
+    """A skull mask as (H, W) uint8 {0, 1}: the pixels over :data:`MASK_THRESHOLD` of the file as
+    OpenCV reads it in 8-bit gray (``IMREAD_GRAYSCALE``, as the masks were always read). A file
+    that cannot be read raises :class:`ImageReadError` naming it; ``optional=True`` gives None."""
+    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if m is None:
+        if optional:
+            return None
+        raise ImageReadError(f"{path}: unreadable mask")
+    return (m > MASK_THRESHOLD).astype(np.uint8)
+
+
+OOF_FILE = "oof.csv"  # a fold's held-out predictions (fetalbio.engine.run.write_heldout writes it)
+# its text columns (an image name "001" stays "001"); an empty reason or mask_path reads as NaN
+OOF_DTYPES = {"image_name": str, "reason": str, "mask_path": str}
+
+
+def oof_folds(model_dir: Path) -> list[Path]:
+    """The ``fold*`` folders of a variant that hold an :data:`OOF_FILE`, in name order."""
+    return sorted(p for p in Path(model_dir).glob("fold*") if (p / OOF_FILE).is_file())
+
+
+def read_oof(fold_dir: Path) -> pd.DataFrame:
+    """One fold's held-out predictions (``fold_dir/oof.csv``), text columns as :data:`OOF_DTYPES`."""
+    return pd.read_csv(Path(fold_dir) / OOF_FILE, dtype=OOF_DTYPES)
+
+
+def read_oof_folds(model_dir: Path) -> pd.DataFrame:
+    """Every fold's held-out predictions of a variant (:func:`oof_folds`), mask paths made
+    relative to ``model_dir`` ('' for none); an image predicted in two folds is refused."""
+    parts = []
+    for fold_dir in oof_folds(model_dir):
+        df = read_oof(fold_dir)
+        df["mask_path"] = [f"{fold_dir.name}/{m}" if isinstance(m, str) and m else "" for m in df["mask_path"]]
+        parts.append(df)
+    if not parts:
+        raise FileNotFoundError(f"no fold*/{OOF_FILE} under {model_dir}")
+    oof = pd.concat(parts, ignore_index=True)
+    dup = oof["image_name"].duplicated()
+    if dup.any():
+        raise ValueError(f"{model_dir}: image(s) predicted in two folds: {oof.loc[dup, 'image_name'].tolist()[:5]}")
+    return oof
 
 
 def write_png(path: Path, pixels: np.ndarray) -> None:

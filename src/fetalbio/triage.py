@@ -71,7 +71,6 @@ GATE_WORDS = {
     "ring_contrast": ("no bright skull ring along the outline found", "an outline brighter than any skull seen"),
     "ring_vs_outside": ("the outline found is not brighter than what surrounds it", "an outline brighter than any skull seen"),
     "dark_frac": ("too little black surround for an ultrasound scan sector", "mostly black: too little image content"),
-    "bright_frac": ("fewer white pixels than any ultrasound seen", "too many white pixels for an ultrasound image"),
     "mean_intensity": ("darker overall than any ultrasound seen", "brighter overall than any ultrasound seen"),
 }
 ERROR_FLOOR_MM = 0.2

@@ -16,9 +16,10 @@ from torch import nn
 from fetalbio.config import TrainConfig, VariantConfig, from_dict
 from fetalbio.data.folds import assign_folds
 from fetalbio.engine.run import train_fold
+from fetalbio.io import read_oof_folds
 from fetalbio.models import MODELS
 from fetalbio.reporting.compare import best_of_family, compare_table
-from fetalbio.reporting.evaluate import evaluate, per_image_table, read_oof
+from fetalbio.reporting.evaluate import evaluate, per_image_table
 from fetalbio.variants import VARIANTS, VariantSpec
 
 TCFG = TrainConfig(input_width=64, input_height=64, batch_size=4, epochs=1, patience=1, device="cpu", cpu_threads=1, progress=False, amp=False)
@@ -75,7 +76,7 @@ def test_toy_variants_added_by_registry_entry_and_params_section_run_end_to_end(
         for fold in (0, 1):
             summary = train_fold(clean, folds, d, name, vcfg, TCFG, fold, 42, out / f"fold{fold}")
             assert summary["family"] == spec.family and (out / f"fold{fold}" / "model.pt").is_file()
-        oof = read_oof(out)
+        oof = read_oof_folds(out)
         assert sorted(oof["image_name"]) == sorted(clean["image_name"])  # every image held out once
         assert (oof["mask_path"].fillna("") != "").any() == (spec.family == "segmentation")  # masks only from a segmentation method
         ev = evaluate(per_image_table(clean, oof, d, out), spec.family, [2.0])

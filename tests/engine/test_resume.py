@@ -23,8 +23,8 @@ from fetalbio.engine import run as run_mod
 from fetalbio.engine import train as train_mod
 from fetalbio.engine.run import default_resume_dir, inner_split, resume_key, train_fold
 from fetalbio.engine.train import RESUME_FILE
-from fetalbio.io import write_json
-from fetalbio.reporting.evaluate import evaluate, per_image_table, read_oof
+from fetalbio.io import read_oof_folds, write_json
+from fetalbio.reporting.evaluate import evaluate, per_image_table
 
 HELD = 1
 SEED = 5
@@ -101,7 +101,7 @@ def _assert_same_weights(a: Path, b: Path) -> None:
 def _metrics(ctx: dict[str, Any], variant_dir: Path, out: Path) -> bytes:
     """The evaluate step (as the stage runs it) on one variant folder; the metrics JSON's bytes."""
     family = "segmentation" if variant_dir.name.startswith("seg") else "landmark"
-    pi = per_image_table(ctx["clean"], read_oof(variant_dir), ctx["table_dir"], variant_dir)
+    pi = per_image_table(ctx["clean"], read_oof_folds(variant_dir), ctx["table_dir"], variant_dir)
     write_json(out, evaluate(pi, family, [2.0, 4.0]).summary)
     return out.read_bytes()
 

@@ -12,8 +12,9 @@ import pytest
 
 from fetalbio import POINT_COLUMNS, POINT_NAMES, UNC_COLUMNS
 from fetalbio.geometry.ellipse import Ellipse, ellipse_from_points, ellipse_to_mask
+from fetalbio.io import read_oof_folds
 from fetalbio.metrics.biometry import errors_by_tilt
-from fetalbio.reporting.evaluate import _mask_axes_px, evaluate, per_image_table, read_oof
+from fetalbio.reporting.evaluate import _mask_axes_px, evaluate, per_image_table
 
 OOF_COLUMNS = ["image_name", "fold", *POINT_COLUMNS, *UNC_COLUMNS, "status", "reason", "mask_path", "fit_residual_px"]
 # ofd horizontal (80 px), bpd vertical (60 px), canonical order
@@ -155,16 +156,16 @@ def test_read_oof_concatenates_folds(tmp_path: Path) -> None:
     for f, part in oof.groupby("fold"):
         (model / f"fold{f}").mkdir(parents=True)
         part.to_csv(model / f"fold{f}" / "oof.csv", index=False)
-    got = read_oof(model)
+    got = read_oof_folds(model)
     assert sorted(got["image_name"]) == sorted(oof["image_name"])
     assert got.set_index("image_name").loc["c.png", "mask_path"] == "fold1/masks/c.png"
     assert (got.set_index("image_name").drop("c.png")["mask_path"] == "").all()
     # the same image predicted in two folds is an error
     oof.iloc[:1].assign(fold=2).to_csv(model / "fold2" / "oof.csv", index=False)
     with pytest.raises(ValueError, match="two folds"):
-        read_oof(model)
+        read_oof_folds(model)
     with pytest.raises(FileNotFoundError):
-        read_oof(tmp_path / "empty")
+        read_oof_folds(tmp_path / "empty")
 
 
 @pytest.mark.parametrize(("theta_deg", "tilt_deg"), [(0.0, 0.0), (20.0, 20.0), (90.0, 90.0), (135.0, 45.0), (170.0, 10.0)])

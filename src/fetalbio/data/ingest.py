@@ -39,7 +39,6 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 
@@ -504,11 +503,3 @@ def read_ingested(path: Path) -> pd.DataFrame:
     return df
 
 
-def load_mask(table_dir: Path, mask_path: str) -> np.ndarray | None:
-    """(H, W) uint8 {0,1} mask of a table row, or None when the row has none."""
-    if not mask_path:
-        return None
-    m = cv2.imread(str(table_dir / mask_path), cv2.IMREAD_GRAYSCALE)
-    if m is None:
-        raise ImageReadError(f"{table_dir / mask_path}: unreadable mask")
-    return (m > 127).astype(np.uint8)

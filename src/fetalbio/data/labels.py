@@ -43,8 +43,8 @@ from sklearn.covariance import MinCovDet
 
 from fetalbio import POINT_COLUMNS, POINT_NAMES
 from fetalbio.config import LabelsConfig
-from fetalbio.data.ingest import load_mask
 from fetalbio.geometry.points import canonicalize
+from fetalbio.io import read_gray8, read_mask
 
 LABEL_FLAGS = ("angle_off", "centre_off", "ratio_off", "mahalanobis", "off_skull")
 ALL_FLAGS = (*LABEL_FLAGS, "near_duplicate")
@@ -85,9 +85,7 @@ def _mask_distances(mask01: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def _thumbnail(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        raise ValueError(f"{path}: unreadable image")
+    img = read_gray8(path).pixels  # the ingested 8-bit gray PNGs: the same pixels as cv2.imread's
     return cv2.resize(img, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
@@ -158,7 +156,7 @@ def audit(table: pd.DataFrame, table_dir: Path, cfg: LabelsConfig, seed: int = 0
     dist_cols = [f"mask_dist_{p}_mm" for p in POINT_NAMES]
     dists = np.full((len(rep), 4), np.nan)
     for i, mp in enumerate(rep["mask_path"].fillna("")):
-        mask = load_mask(table_dir, mp)
+        mask = read_mask(table_dir / mp) if mp else None
         if mask is not None:
             dists[i] = _mask_distances(mask, canon[i]) * eff_spacing[i]
     rep[dist_cols] = dists
@@ -240,9 +238,9 @@ def draw_audit_picture(report: pd.DataFrame, table_dir: Path, out_path: Path, n_
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (_, row) in zip(axes.ravel(), worst.iterrows()):
-        img = cv2.imread(str(table_dir / row["image_path"]), cv2.IMREAD_GRAYSCALE)
+        img = read_gray8(table_dir / row["image_path"]).pixels
         ax.imshow(img, cmap="gray")
-        mask = load_mask(table_dir, row["mask_path"]) if row["mask_path"] else None
+        mask = read_mask(table_dir / row["mask_path"]) if row["mask_path"] else None
         if mask is not None:
             ax.contour(mask, levels=[0.5], colors="yellow", linewidths=0.8)
         pts = row[list(POINT_COLUMNS)].to_numpy(dtype=float).reshape(4, 2)

@@ -15,7 +15,7 @@ from fetalbio import POINT_COLUMNS
 from fetalbio.config import TrainConfig
 from fetalbio.data.transforms import Letterbox, augment, build_augment, normalize
 from fetalbio.geometry.ellipse import ellipse_from_points, ellipse_to_mask
-from fetalbio.io import read_gray8
+from fetalbio.io import read_gray8, read_mask
 from fetalbio.tasks.base import Sample, Task
 
 if TYPE_CHECKING:  # only for annotations: augmentation is built by fetalbio.data.transforms.build_augment
@@ -35,10 +35,7 @@ def load_sample(row: pd.Series, table_dir: Path, input_size: tuple[int, int], ma
     pts = row[list(POINT_COLUMNS)].to_numpy(dtype=np.float64).reshape(4, 2)
     mask = None
     if mask_source == "sonographer" and row.get("mask_path", ""):
-        m = cv2.imread(str(table_dir / row["mask_path"]), cv2.IMREAD_GRAYSCALE)
-        if m is None:
-            raise ValueError(f"{table_dir / row['mask_path']}: unreadable mask")
-        mask = _letterbox_mask(lb, m > 127)
+        mask = _letterbox_mask(lb, read_mask(table_dir / row["mask_path"]))
     elif mask_source == "landmarks" and np.all(np.isfinite(pts)):
         full = ellipse_to_mask(ellipse_from_points(pts), (img.shape[1], img.shape[0]))
         mask = _letterbox_mask(lb, full > 0)

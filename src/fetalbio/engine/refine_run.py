@@ -17,7 +17,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
@@ -25,12 +24,10 @@ import torch
 from fetalbio import POINT_COLUMNS, UNC_COLUMNS
 from fetalbio.engine.run import write_heldout
 from fetalbio.geometry.masks import reference_ellipse
-from fetalbio.io import read_gray8, write_json
+from fetalbio.io import OOF_FILE, oof_folds, read_gray8, read_mask, read_oof, write_json
 from fetalbio.model_file import MODEL_FILE, load_stage, read_model_file
 from fetalbio.tasks import ImagePrediction, RefineTask, prediction_ellipse
 from fetalbio.tasks.refine import check_combine, check_passes, check_tta
-
-READ_DTYPES = {"image_name": str, "reason": str, "mask_path": str}
 
 
 def load_refine_networks(fold_dir: Path, fold: int | None = None, device: torch.device | str = "cpu") -> tuple[RefineTask, list[torch.nn.Module]]:
@@ -56,8 +53,7 @@ def coarse_prediction(row: pd.Series, mask_file: Path | None) -> ImagePrediction
     factory = None
     if mask_file is not None:
         def factory(path=mask_file):
-            m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-            return None if m is None else (m > 127).astype(np.uint8)
+            return read_mask(path, optional=True)
     extra = {"fit_residual_px": float(row.get("fit_residual_px", np.nan))}
     reason = row["reason"] if isinstance(row["reason"], str) else ""
     return ImagePrediction(pts, unc, status, reason, extra=extra, mask_factory=factory)
@@ -99,7 +95,7 @@ def refine_heldout(clean: pd.DataFrame, table_dir: Path, coarse_dir: Path, refin
     passes = None if passes is None else check_passes(passes)
     combine = None if combine is None else check_combine(combine)
     tta = None if tta is None else check_tta(tta)
-    folds = sorted(p for p in Path(coarse_dir).glob("fold*") if (p / "oof.csv").is_file())
+    folds = oof_folds(coarse_dir)
     if not folds:
         raise FileNotFoundError(f"no fold*/oof.csv under {coarse_dir}: train the first stage first")
     by_name = clean.set_index("image_name")
@@ -113,10 +109,10 @@ def refine_heldout(clean: pd.DataFrame, table_dir: Path, coarse_dir: Path, refin
             task.combine = combine
         if tta is not None:
             task.tta = tta
-        oof = pd.read_csv(fold_dir / "oof.csv", dtype=READ_DTYPES, keep_default_na=True)
+        oof = read_oof(fold_dir)
         missing = sorted(set(oof["image_name"]) - set(by_name.index))
         if missing:
-            raise ValueError(f"{fold_dir / 'oof.csv'}: image(s) not in the cleaned table: {missing[:5]}")
+            raise ValueError(f"{fold_dir / OOF_FILE}: image(s) not in the cleaned table: {missing[:5]}")
         preds: list[ImagePrediction] = []
         errs = []
         for start in range(0, len(oof), batch_size):
@@ -130,8 +126,7 @@ def refine_heldout(clean: pd.DataFrame, table_dir: Path, coarse_dir: Path, refin
                 coarse.append(c)
                 ref_mask = ref.get("mask_path", "")
                 if isinstance(ref_mask, str) and ref_mask:
-                    m = cv2.imread(str(Path(table_dir) / ref_mask), cv2.IMREAD_GRAYSCALE)
-                    err = ellipse_errors(c, None if m is None else (m > 127).astype(np.uint8))
+                    err = ellipse_errors(c, read_mask(Path(table_dir) / ref_mask, optional=True))
                     if err is not None:
                         errs.append(err)
             preds.extend(task.refine(nets, images, coarse, batch_size=batch_size))

@@ -30,7 +30,7 @@ from fetalbio.engine import distributed as ddp
 from fetalbio.engine.dataset import BiometryDataset
 from fetalbio.engine.distributed import DistContext
 from fetalbio.engine.train import FitResult, clear_resume, fit, predict, seed_everything, select_device
-from fetalbio.io import write_csv, write_json, write_png
+from fetalbio.io import OOF_FILE, write_csv, write_json, write_png
 from fetalbio.model_file import MODEL_FILE, StageWeights, fold_payload, save_model, stage_role
 from fetalbio.tasks import ImagePrediction, Task, build_task
 from fetalbio.variants import get_variant
@@ -74,7 +74,7 @@ def write_heldout(out_dir: Path, rows: pd.DataFrame, preds: list[ImagePrediction
             rel = (Path("masks") / name).with_suffix(".png")
             write_png(out_dir / rel, (mask > 0).astype(np.uint8) * 255)
             mask_paths[i] = rel.as_posix()
-    write_csv(out_dir / "oof.csv", predictions_frame(rows, preds, fold, mask_paths))
+    write_csv(out_dir / OOF_FILE, predictions_frame(rows, preds, fold, mask_paths))
 
 
 def table_hash(df: pd.DataFrame) -> str:

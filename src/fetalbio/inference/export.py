@@ -30,6 +30,7 @@ from fetalbio import POINT_COLUMNS, UNC_COLUMNS, __version__
 from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.engine.run import table_hash, train_network
 from fetalbio.engine.train import clear_resume, select_device
+from fetalbio.io import OOF_FILE, read_oof
 from fetalbio.model_file import MODEL_FILE, StageWeights, concatenate_stages, model_payload, read_model_file, save_model
 from fetalbio.variants import get_variant, refined_name
 
@@ -71,11 +72,11 @@ def read_fold_outputs(variant_dir: Path, need_oof: bool = True) -> tuple[pd.Data
     """All held-out predictions, fold model files (``fold*/model.pt``) and training
     summaries of a variant's folds (``need_oof=False``: folds without held-out predictions, as
     the refinement stage's, count too; the predictions are then None)."""
-    marker = "oof.csv" if need_oof else "model.pt"
+    marker = OOF_FILE if need_oof else MODEL_FILE
     folds = sorted(p for p in Path(variant_dir).glob("fold*") if (p / marker).is_file())
     if not folds:
         raise FileNotFoundError(f"no fold*/{marker} under {variant_dir}: train the variant first")
-    oof = pd.concat([pd.read_csv(p / "oof.csv", dtype={"image_name": str, "reason": str, "mask_path": str}) for p in folds], ignore_index=True) if need_oof else None
+    oof = pd.concat([read_oof(p) for p in folds], ignore_index=True) if need_oof else None
     summaries = [pd.read_json(p / "summary.json", typ="series").to_dict() for p in folds if (p / "summary.json").is_file()]
     return oof, [p / MODEL_FILE for p in folds], summaries
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pandas as pd
 
 from fetalbio import POINT_COLUMNS
+from fetalbio.io import read_gray8, read_mask
 from fetalbio.metrics import wilcoxon_paired
 
 # (column, json path, direction) — direction: "min" lower is better, "max" higher, "abs" |x| lower
@@ -247,11 +247,10 @@ def draw_worst_cases(variant: str, per_image: pd.DataFrame, clean: pd.DataFrame,
         ax.axis("off")
     for ax, (_, r) in zip(axes.ravel(), worst.iterrows()):
         c = cl.loc[r["image_name"]]
-        img = cv2.imread(str(images_root / c["image_path"]), cv2.IMREAD_GRAYSCALE)
+        img = read_gray8(images_root / c["image_path"]).pixels
         ax.imshow(img, cmap="gray")
         if isinstance(c["mask_path"], str) and c["mask_path"]:
-            m = cv2.imread(str(images_root / c["mask_path"]), cv2.IMREAD_GRAYSCALE)
-            ax.contour(m > 127, levels=[0.5], colors="yellow", linewidths=0.7)
+            ax.contour(read_mask(images_root / c["mask_path"]), levels=[0.5], colors="yellow", linewidths=0.7)
         ref = c[list(POINT_COLUMNS)].to_numpy(dtype=float).reshape(4, 2)
         ax.plot(ref[:, 0], ref[:, 1], "o", color="lime", ms=3)
         p = pr.loc[r["image_name"], list(POINT_COLUMNS)].to_numpy(dtype=float).reshape(4, 2)

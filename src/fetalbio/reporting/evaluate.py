@@ -27,6 +27,7 @@ import pandas as pd
 from fetalbio import POINT_COLUMNS, POINT_NAMES, UNC_COLUMNS
 from fetalbio.geometry.ellipse import Ellipse, ellipse_from_points, ellipse_to_mask, fit_ellipse
 from fetalbio.geometry.masks import perimeter_offset_px
+from fetalbio.io import read_mask
 from fetalbio.metrics import (
     aurc,
     bland_altman,
@@ -174,22 +175,6 @@ def triage_metrics(pi: pd.DataFrame, defer_share: float = 0.1, big_error_mm: flo
     return out, cov
 
 
-def read_oof(model_dir: Path) -> pd.DataFrame:
-    """All ``fold*/oof.csv`` of one variant, with mask paths made relative to ``model_dir``."""
-    parts = []
-    for f in sorted(model_dir.glob("fold*/oof.csv")):
-        df = pd.read_csv(f, dtype={"image_name": str, "reason": str, "mask_path": str})
-        df["mask_path"] = [f"{f.parent.name}/{m}" if isinstance(m, str) and m else "" for m in df["mask_path"]]
-        parts.append(df)
-    if not parts:
-        raise FileNotFoundError(f"no fold*/oof.csv under {model_dir}")
-    oof = pd.concat(parts, ignore_index=True)
-    dup = oof["image_name"].duplicated()
-    if dup.any():
-        raise ValueError(f"{model_dir}: image(s) predicted in two folds: {oof.loc[dup, 'image_name'].tolist()[:5]}")
-    return oof
-
-
 def _mask_axes_px(mask01: np.ndarray, hc_px: float = float("nan")) -> tuple[float, float, float]:
     """(major, minor) full axes (px) of the ellipse fitted to a mask's outer contour, and the
     tilt of its major axis from the image horizontal in degrees (0-90); with a finite reference
@@ -203,11 +188,6 @@ def _mask_axes_px(mask01: np.ndarray, hc_px: float = float("nan")) -> tuple[floa
     d = perimeter_offset_px(Ellipse(0.0, 0.0, e.a, e.b, 0.0), hc_px) if np.isfinite(hc_px) else 0.0
     tilt = float(np.degrees(e.theta)) % 180.0
     return 2 * (e.a - d), 2 * (e.b - d), min(tilt, 180.0 - tilt)
-
-
-def _read_mask(path: Path) -> np.ndarray | None:
-    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    return None if m is None else (m > 127).astype(np.uint8)
 
 
 def _has_landmarks(df: pd.DataFrame) -> np.ndarray:
@@ -244,7 +224,7 @@ def per_image_table(clean: pd.DataFrame, oof: pd.DataFrame, images_root: Path, m
     ref_ofd, ref_bpd, ref_tilt = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     ell_dice, m_dice, m_iou, m_hd = (np.full(n, np.nan) for _ in range(4))
     for i, r in enumerate(df.itertuples(index=False)):
-        sono = _read_mask(images_root / r.mask_path_ref) if isinstance(r.mask_path_ref, str) and r.mask_path_ref else None
+        sono = read_mask(images_root / r.mask_path_ref, optional=True) if isinstance(r.mask_path_ref, str) and r.mask_path_ref else None
         if sono is None:
             continue
         a, b, ref_tilt[i] = _mask_axes_px(sono, float(out["ref_hc_mm"].iat[i]) / spacing[i])
@@ -253,7 +233,7 @@ def per_image_table(clean: pd.DataFrame, oof: pd.DataFrame, images_root: Path, m
             e = ellipse_from_points(pred[i])
             ell_dice[i] = dice(ellipse_to_mask(e, (sono.shape[1], sono.shape[0])), sono)
         if isinstance(r.mask_path, str) and r.mask_path:
-            pm = _read_mask(model_dir / r.mask_path)
+            pm = read_mask(model_dir / r.mask_path, optional=True)
             if pm is not None:
                 m_dice[i], m_iou[i] = dice(pm, sono), iou(pm, sono)
                 m_hd[i] = hausdorff95(pm, sono, spacing_mm=spacing[i] if np.isfinite(spacing[i]) else 1.0)

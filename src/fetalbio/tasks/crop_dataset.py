@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
@@ -23,7 +22,7 @@ from fetalbio.data.transforms import augment, build_augment, normalize
 from fetalbio.geometry.crop import HeadCrop
 from fetalbio.geometry.ellipse import Ellipse
 from fetalbio.geometry.masks import reference_ellipse
-from fetalbio.io import read_gray8
+from fetalbio.io import read_gray8, read_mask
 from fetalbio.tasks.base import Sample
 
 if TYPE_CHECKING:  # only for annotations: augmentation is built by fetalbio.data.transforms.build_augment
@@ -56,10 +55,7 @@ class CropDataset(Dataset):
         self.samples: list[CropSample] = []
         for i, r in self.table.iterrows():
             img = read_gray8(Path(table_dir) / r["image_path"]).pixels
-            m = cv2.imread(str(Path(table_dir) / r["mask_path"]), cv2.IMREAD_GRAYSCALE)
-            if m is None:
-                raise ValueError(f"{Path(table_dir) / r['mask_path']}: unreadable mask (row {i}, column mask_path)")
-            m01 = (m > 127).astype(np.uint8)
+            m01 = read_mask(Path(table_dir) / r["mask_path"])
             e = reference_ellipse(m01)
             if e is None:
                 raise ValueError(f"{Path(table_dir) / r['mask_path']}: no head ellipse in the mask (row {i}, column mask_path)")

@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
 import pandas as pd
 
@@ -39,6 +38,7 @@ from fetalbio.data.transforms import network_input
 from fetalbio.geometry.crop import CropJitter, HeadCrop, crop_problem
 from fetalbio.geometry.ellipse import Ellipse, ellipse_endpoints, transform_ellipse
 from fetalbio.geometry.masks import mask_to_ellipse, perimeter_offset_px, reference_ellipse
+from fetalbio.io import read_mask
 from fetalbio.tasks.base import ImagePrediction, average_outputs, prediction_ellipse
 from fetalbio.tasks.segmentation import SegmentationTask, calibration_rows
 from fetalbio.variants import VariantSpec
@@ -143,14 +143,11 @@ class RefineTask(SegmentationTask):
         usable = calibration_rows(rows)
         inv_k, offs, hcs = [], [], []
         for r in usable.itertuples(index=False):
-            m = cv2.imread(str(Path(table_dir) / r.mask_path), cv2.IMREAD_GRAYSCALE)
-            if m is None:
-                raise ValueError(f"{Path(table_dir) / r.mask_path}: unreadable mask")
-            m01 = (m > 127).astype(np.uint8)
+            m01 = read_mask(Path(table_dir) / r.mask_path)
             e = reference_ellipse(m01)
             if e is None or crop_problem(e, None):
                 continue
-            fr = self.frame(e, (m.shape[1], m.shape[0]))
+            fr = self.frame(e, (m01.shape[1], m01.shape[0]))
             target = (fr.apply(m01.astype(np.float32)) >= 0.5).astype(np.uint8)
             res = mask_to_ellipse(target, inlier_threshold_px=self.inlier_band, **{k: v for k, v in self.post.items() if k != "threshold"})
             if not res.ok:

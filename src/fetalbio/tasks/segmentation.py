@@ -15,7 +15,6 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pandas as pd
 
@@ -23,6 +22,7 @@ from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.data.transforms import Letterbox
 from fetalbio.geometry.ellipse import ellipse_endpoints, transform_ellipse
 from fetalbio.geometry.masks import estimate_edge_offset_px, fill_holes, largest_component, mask_to_ellipse, shrink_ellipse
+from fetalbio.io import read_mask
 from fetalbio.metrics.segmentation import dice
 from fetalbio.tasks.base import ImagePrediction, Sample, Task, as_numpy
 from fetalbio.variants import VariantSpec
@@ -106,10 +106,7 @@ class SegmentationTask(Task):
             usable = calibration_rows(rows)
             pairs = []
             for r in usable.itertuples(index=False):
-                m = cv2.imread(str(Path(table_dir) / r.mask_path), cv2.IMREAD_GRAYSCALE)
-                if m is None:
-                    raise ValueError(f"{Path(table_dir) / r.mask_path}: unreadable mask")
-                pairs.append((m > 127, float(r.hc_mm) / float(r.pixel_size_mm)))
+                pairs.append((read_mask(Path(table_dir) / r.mask_path), float(r.hc_mm) / float(r.pixel_size_mm)))
             self.edge_offset_px, n = estimate_edge_offset_px(pairs, max_items=CALIBRATION_ROWS)
         return {"edge_offset_px": float(self.edge_offset_px), "edge_offset_n": int(n)}
 
