@@ -22,12 +22,7 @@ from import_graph import SRC, fetalbio_imports, module_name
 
 # Cycles known and left to fix, each with why: the test fails when one goes away too, so the
 # entry is removed then.
-KNOWN = {
-    # io.read_gray8 imports its DICOM half lazily (PNG users never import pydicom) and io_dicom
-    # takes ImageReadError, LoadedImage and PixelSize from io: breaking it moves those types out
-    # of io.py into a module both import (left to the change that reshapes io.py's readers)
-    ("fetalbio.io", "fetalbio.io_dicom"),
-}
+KNOWN: set[tuple[str, ...]] = set()
 
 
 def import_graph() -> dict[str, set[str]]:

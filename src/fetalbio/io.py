@@ -1,6 +1,7 @@
 """The bottom layer: file input and output that every other part of the package shares (it
-imports nothing from fetalbio but its own DICOM half, :mod:`fetalbio.io_dicom`, and that only
-when a file is DICOM: PNG users never import pydicom).
+imports nothing from fetalbio but the image types it shares with its DICOM half
+(:mod:`fetalbio.io_types`) and that half, :mod:`fetalbio.io_dicom`, only when a file is DICOM:
+PNG users never import pydicom).
 
 Atomic writers for every file a stage declares (temp file + rename: a kill never leaves a
 half-written output that DVC could cache); safe paths; one reader per file kind: an image with its
@@ -14,13 +15,14 @@ import json
 import math
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import cv2
 import numpy as np
 import pandas as pd
+
+from fetalbio.io_types import FrameRef, ImageReadError, LoadedImage, PixelSize  # noqa: F401  (re-exported: io is where callers read images)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -71,10 +73,6 @@ class UnsafePathError(ValueError):
     """An image name that is absolute or escapes the data root."""
 
 
-class ImageReadError(ValueError):
-    """A file that is missing, empty or not a decodable image."""
-
-
 def safe_join(root: Path, name: str) -> Path:
     """Join ``name`` under ``root``, refusing names that could escape it.
 
@@ -99,43 +97,6 @@ def file_sha256(path: Path) -> str:
     """The sha256 of a file's bytes (hex), read in blocks by ``hashlib.file_digest``."""
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-@dataclass(frozen=True)
-class PixelSize:
-    """The size of a pixel in mm (NaN when unknown), where it came from (``option``, ``csv``,
-    ``dicom-us-region``, ``dicom-pixel-spacing`` or ``none``) and, when there is none or the
-    file's was refused, why (``note``)."""
-
-    mm: float
-    source: str = "none"
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class FrameRef:
-    """One frame (``frame`` from 1) of a multi-frame file: what ``predict`` names ``file.dcm:N``."""
-
-    path: Path
-    frame: int
-
-
-@dataclass(frozen=True)
-class LoadedImage:
-    """An 8-bit single-channel image and the conversions applied to get it.
-
-    ``dicom``: for a DICOM file, what it says about the image (UIDs for a report that refers to
-    it, the pixel-size calibration: ``dicom.pixel_size(centre, box)``), an
-    :class:`fetalbio.io_dicom.DicomSource`; None for other formats."""
-
-    pixels: np.ndarray  # (H, W) uint8
-    conversions: tuple[str, ...]
-    dicom: Any = None
-
-    @property
-    def size(self) -> tuple[int, int]:
-        """(W, H)"""
-        return int(self.pixels.shape[1]), int(self.pixels.shape[0])
 
 
 DICOM_MAGIC_OFFSET = 128  # a DICOM file (PS3.10): a 128-byte preamble, then b"DICM"

@@ -36,7 +36,7 @@ from pydicom.uid import (
     JPEGLSNearLossless,
 )
 
-from fetalbio.io import ImageReadError, LoadedImage, PixelSize
+from fetalbio.io_types import ImageReadError, LoadedImage, PixelSize
 
 # DICOM PS3.3 C.8.5.5.1: RegionSpatialFormat 1 = 2D (tissue or flow); PhysicalUnits 3 = cm
 SPATIAL_2D = 1
