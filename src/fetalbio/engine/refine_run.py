@@ -133,7 +133,7 @@ def refine_heldout(clean: pd.DataFrame, table_dir: Path, coarse_dir: Path, refin
                     err = ellipse_errors(c, None if m is None else (m > 127).astype(np.uint8))
                     if err is not None:
                         errs.append(err)
-            preds.extend(task.refine(nets, images, coarse, batch_size=batch_size))
+            preds.extend(task.follow(images, coarse, nets=nets, batch_size=batch_size))
         out_fold = Path(out_dir) / f"fold{fold}"
         rows = oof[["image_name"]].reset_index(drop=True)
         for p in preds:  # a coarse prediction kept as it was says why in its reason
