@@ -7,11 +7,10 @@ from pathlib import Path
 
 import typer
 
-from fetalbio.commands._common import PARAMS_OPTION, compared_names, friendly_errors, read_seed
+from fetalbio.commands._common import PARAMS_OPTION, compared_names, friendly_errors, method_stages, read_seed
 from fetalbio.config import FinalConfig, TrainConfig, VariantConfig, get_key, load_section, merged_train_config, read_params, variant_config
 from fetalbio.data.tables import read_clean
 from fetalbio.io import write_json, write_text
-from fetalbio.variants import split_refined
 
 app = typer.Typer(add_completion=False)
 
@@ -50,7 +49,7 @@ def main(
     candidates = compared_names(raw, params)
     cmp = json.loads(Path(compare).read_text(encoding="utf-8"))
     method = choose_variant(cmp, fcfg.variant, candidates)
-    variant, refined = split_refined(method)
+    variant, *later = method_stages(method)
     common = load_section(params, "train", TrainConfig)
 
     def configs(name: str) -> tuple[VariantConfig, TrainConfig]:
@@ -64,7 +63,7 @@ def main(
     clean = read_clean(labels)
     data_root = str(get_key(raw, "data.root", str(params)))
     summary = export_final(clean, images_root, models_dir, cmp, variant, vcfg, tcfg, read_seed(params),
-                           fcfg.source, fcfg.uncertain_quantile, data_root, out, refine=configs("refine") if refined else None,
+                           fcfg.source, fcfg.uncertain_quantile, data_root, out, later=[(n, *configs(n)) for n in later], method=method,
                            log_root=logs, resume_root=Path(".resume") / "final", per_image=read_per_image(plots_dir / method / "per_image.csv"))
     onnx_note = ""
     if onnx:

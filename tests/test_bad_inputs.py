@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 from fetalbio import POINT_COLUMNS
 from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.data.transforms import Letterbox
-from fetalbio.model_file import model_payload, save_model
+from fetalbio.model_file import StageWeights, model_payload, save_model
 from fetalbio.tasks import build_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -267,7 +267,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     vcfg = VariantConfig(arch={"base_width": 4, "depth": 2})
     task = build_task("hm_unet", vcfg, tcfg)
     path = tmp_path_factory.mktemp("model") / "lm.pt"
-    save_model(path, model_payload("hm_unet", vcfg, tcfg, [task.model.state_dict()], {}, None, 0.95, {"test": True}))
+    save_model(path, model_payload("hm_unet", [StageWeights("coarse", "hm_unet", vcfg, tcfg, [task.model.state_dict()], {})], {"test": True}, None, 0.95))
     return path
 
 

@@ -7,16 +7,16 @@ One ``torch.save`` of plain data and tensors only, so it loads with ``weights_on
     ``"fetalbio-model"``, :data:`FORMAT_VERSION` (2; version-1 files, one stage, still load).
 ``method``
     what it measures with: a variant name, or ``<variant>_refined`` for a coarse-to-fine model
-    (a fold file of the refinement network alone: ``refine``).
+    (a fold file of a later stage's network alone: its variant, e.g. ``refine``).
 ``stages``
-    the networks of the method, in the order they run, each a dict: ``role`` (``coarse`` or
-    ``refine``), ``variant``, ``family``, ``spec``, ``variant_cfg``, ``train_cfg`` (what
+    the networks of the method, in the order they run, each a dict: ``role`` (``coarse``, else a
+    later stage's family: :func:`stage_role`), ``variant``, ``family``, ``spec``, ``variant_cfg``, ``train_cfg`` (what
     rebuilds the network, its preprocessing and its decoding), ``state_dicts`` (one, or several
     whose raw outputs are averaged: a seed or fold ensemble) and ``calibration`` (what decoding
     measured on training rows, :meth:`fetalbio.tasks.base.Task.calibrate`). Stages may have
-    different architectures. ``[coarse]`` and ``[coarse, refine]`` measure; ``[refine]`` alone is
-    a fold file of the refinement stage (trained per fold, used by the ``refine`` stage, and
-    concatenated into the exported model's refine stage by ``final.source: folds``).
+    different architectures. ``[coarse, <later>...]`` measures (a later stage takes the previous
+    one's predictions: :meth:`~fetalbio.tasks.base.Task.follow`); one later stage alone is its
+    fold file (``[refine]``: used by the ``refine`` stage, concatenated by ``final.source: folds``).
 ``uncertainty_threshold_px``, ``uncertain_quantile``
     an image whose mean point uncertainty exceeds the threshold is flagged ``uncertain``; the
     threshold is that quantile of the held-out uncertainties of cross-validation (None when the
@@ -51,8 +51,6 @@ if TYPE_CHECKING:
 FORMAT = "fetalbio-model"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-ROLES = ("coarse", "refine")
-STAGE_LAYOUTS = (["coarse"], ["coarse", "refine"], ["refine"])
 MODEL_FILE = "model.pt"  # the file name of a fold's networks in models/<variant>/fold<k>/
 
 
@@ -65,37 +63,37 @@ class LoadedStage:
     tasks: list[Task]
     train_cfg: TrainConfig
 
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return self.train_cfg.input_width, self.train_cfg.input_height
-
 
 @dataclass
 class LoadedModel:
-    """A model file, rebuilt. ``variant``/``family``/``tasks``/``train_cfg`` are the first
-    (coarse) stage's; ``refine`` the refinement stage (None for a one-stage model)."""
+    """A model file, rebuilt: its ``stages`` in the order they run. ``variant``/``tasks``/
+    ``train_cfg``/``input_size``/``family``: the first stage's, which measures the image."""
 
-    variant: str
+    stages: list[LoadedStage]
     family: str
-    tasks: list[Task]
-    train_cfg: TrainConfig
     uncertainty_threshold_px: float | None
     meta: dict[str, Any]
-    refine: LoadedStage | None = None
 
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return self.train_cfg.input_width, self.train_cfg.input_height
-
-    @property
-    def method(self) -> str:
-        return str(self.meta.get("method", self.variant))
+    variant = property(lambda self: self.stages[0].variant)
+    tasks = property(lambda self: self.stages[0].tasks)
+    train_cfg = property(lambda self: self.stages[0].train_cfg)
+    input_size = property(lambda self: (self.train_cfg.input_width, self.train_cfg.input_height))
+    method = property(lambda self: str(self.meta.get("method", self.variant)))
 
 
 def stage_role(variant: str) -> str:
-    """The role a variant's networks play in a model file: ``refine`` for the refinement
-    stage, ``coarse`` for every first stage."""
-    return "refine" if get_variant(variant).family == "refine" else "coarse"
+    """The role a variant's networks play in a model file: ``coarse`` for a first stage (it
+    measures an image on its own), else its family (a later stage, e.g. ``refine``)."""
+    spec = get_variant(variant)
+    return "coarse" if spec.standalone_family else spec.family
+
+
+def layout_problem(roles: list) -> str:
+    """Why ``roles`` is no stage list ('' when it is one): ``coarse`` first and only first, or
+    one later stage alone (a fold file of it)."""
+    if roles and (roles[0] == "coarse" or len(roles) == 1) and "coarse" not in roles[1:] and all(isinstance(r, str) for r in roles):
+        return ""
+    return f"stages must be [coarse], [coarse, <later stage>, ...] or one later stage alone (a fold file), got {roles}"
 
 
 @dataclass
@@ -110,8 +108,8 @@ class StageWeights:
     calibration: dict[str, Any]
 
     def payload(self) -> dict[str, Any]:
-        if self.role not in ROLES:
-            raise ValueError(f"stage role must be one of {ROLES}, got {self.role!r}")
+        if self.role != stage_role(self.variant):
+            raise ValueError(f"variant {self.variant!r} plays role {stage_role(self.variant)!r} in a model file, not {self.role!r}")
         if not self.state_dicts:
             raise ValueError(f"the {self.role} stage needs at least one state dict")
         spec = get_variant(self.variant)
@@ -127,38 +125,21 @@ class StageWeights:
         }
 
 
-def model_payload(
-    variant: str,
-    vcfg: VariantConfig,
-    tcfg: TrainConfig,
-    state_dicts: list[dict[str, torch.Tensor]],
-    calibration: dict[str, Any],
-    uncertainty_threshold_px: float | None,
-    uncertain_quantile: float,
-    provenance: dict[str, Any],
-    refine: StageWeights | None = None,
-) -> dict[str, Any]:
-    """The dict :func:`save_model` writes (plain data + CPU tensors): the coarse stage given by
-    the first arguments, and the refinement stage when ``refine`` is given."""
-    stages = [StageWeights("coarse", variant, vcfg, tcfg, state_dicts, calibration)]
-    if refine is not None:
-        if refine.role != "refine":
-            raise ValueError(f"the second stage must have role 'refine', got {refine.role!r}")
-        stages.append(refine)
-    return _file_payload(variant if refine is None else f"{variant}_refined", stages, provenance, uncertainty_threshold_px, uncertain_quantile)
-
-
 def fold_payload(stage: StageWeights, provenance: dict[str, Any]) -> dict[str, Any]:
     """A fold's trained network(s) as a one-stage model file (``role`` ``coarse`` for a first
-    stage, ``refine`` for the refinement network); ``provenance`` holds ``fold`` and the members'
+    stage, else a later stage's, e.g. ``refine``); ``provenance`` holds ``fold`` and the members'
     seeds. A fold file of a first stage measures like an exported model (no uncertainty
     threshold: that is measured on every fold's held-out predictions)."""
-    return _file_payload(stage.variant, [stage], provenance)
+    return model_payload(stage.variant, [stage], provenance)
 
 
-def _file_payload(method: str, stages: list[StageWeights], provenance: dict[str, Any],
+def model_payload(method: str, stages: list[StageWeights], provenance: dict[str, Any],
                   uncertainty_threshold_px: float | None = None, uncertain_quantile: float | None = None) -> dict[str, Any]:
-    """The file's top level, shared by the exported model and the fold files."""
+    """The dict :func:`save_model` writes (plain data + CPU tensors): ``stages`` in the order
+    they run; an exported model and a fold file alike."""
+    problem = layout_problem([st.role for st in stages])
+    if problem:
+        raise ValueError(problem)
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -224,9 +205,9 @@ def read_model_file(path: Path) -> dict[str, Any]:
     stages = raw.get("stages")
     if not isinstance(stages, list) or not stages or not all(isinstance(st, dict) for st in stages):
         raise ValueError(f"{path}: incomplete model file (no stages)")
-    roles = [st.get("role") for st in stages]
-    if roles not in STAGE_LAYOUTS:
-        raise ValueError(f"{path}: stages must be [coarse], [coarse, refine] or [refine], got {roles}")
+    problem = layout_problem([st.get("role") for st in stages])
+    if problem:
+        raise ValueError(f"{path}: {problem}")
     for st in stages:
         missing = {"variant", "variant_cfg", "train_cfg", "state_dicts", "calibration"} - {k for k, v in st.items() if v is not None}
         if missing or not isinstance(st["state_dicts"], list) or not st["state_dicts"]:
@@ -267,11 +248,9 @@ def model_from_raw(path: Path, raw: dict[str, Any], device: torch.device | str =
     ``weights=False``: from a description without ``state_dicts`` (the ONNX manifest), for
     preprocessing, decoding and flags only (one task per stage, untrained networks)."""
     if raw["stages"][0]["role"] != "coarse":
-        raise ValueError(f"{path}: holds the refinement stage alone (a fold file of `refine`), which cannot measure an image; "
+        raise ValueError(f"{path}: holds a later stage alone (a fold file of `{raw['stages'][0]['variant']}`), which cannot measure an image; "
                          "use a model made by the final stage")
     stages = [load_stage(path, st, device, weights) for st in raw["stages"]]
-    coarse = stages[0]
     meta = {k: v for k, v in raw.items() if k != "stages"}
     meta["stages"] = [{k: v for k, v in st.items() if k != "state_dicts"} for st in raw["stages"]]
-    return LoadedModel(coarse.variant, raw["stages"][0].get("family") or get_variant(coarse.variant).family, coarse.tasks, coarse.train_cfg,
-                       raw.get("uncertainty_threshold_px"), meta, stages[1] if len(stages) > 1 else None)
+    return LoadedModel(stages, raw["stages"][0].get("family") or get_variant(stages[0].variant).family, raw.get("uncertainty_threshold_px"), meta)

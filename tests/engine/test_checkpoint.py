@@ -86,7 +86,7 @@ def test_a_refinement_fold_file_loads_as_a_stage_but_cannot_measure(tmp_path: Pa
     raw = read_model_file(p)
     assert [s["role"] for s in raw["stages"]] == ["refine"]
     assert len(load_stage(p, raw["stages"][0], "cpu").tasks) == 1
-    with pytest.raises(ValueError, match=r"refinement stage alone.*cannot measure") as exc:
+    with pytest.raises(ValueError, match=r"later stage alone.*cannot measure") as exc:
         load_model(p)
     assert str(p) in str(exc.value)
 

@@ -41,7 +41,7 @@ def test_refinement_recovers_the_semi_axes_from_a_perturbed_coarse_ellipse(passe
     truth = Ellipse(390.3, 262.8, 150.4, 118.7, 0.7)
     coarse = Ellipse(398.0, 255.0, 150.4 * 1.08, 118.7 * 0.93, 0.7 + math.radians(9))
     task = _task(passes=passes, tta=tta)
-    (p,) = task.refine([Oracle()], [_image(truth)], [ellipse_prediction(coarse)])
+    (p,) = task.follow([_image(truth)], [ellipse_prediction(coarse)], nets=[Oracle()])
     got = Ellipse(*p.extra["ellipse"])
     # the rasterised drawing itself is the reference: within 1 px of the drawn semi-axes
     assert abs(got.a - truth.a) < 1.0 and abs(got.b - truth.b) < 1.0
@@ -77,16 +77,16 @@ def test_test_time_mirroring_maps_each_view_back_before_averaging(tta: str) -> N
     task = _task()
     img = _image(Ellipse(400.0, 270.0, 150.0, 110.0, 0.3))
     coarse = ellipse_prediction(Ellipse(405.0, 265.0, 155.0, 105.0, 0.4))
-    (plain,) = task.refine([Oracle()], [img], [coarse])
+    (plain,) = task.follow([img], [coarse], nets=[Oracle()])
     task.tta = tta
-    (mirrored,) = task.refine([Oracle()], [img], [coarse])
+    (mirrored,) = task.follow([img], [coarse], nets=[Oracle()])
     assert mirrored.extra["ellipse"] == pytest.approx(plain.extra["ellipse"], abs=1e-6)
 
 
 def test_combine_mean_reports_the_mean_of_both_stages() -> None:
     truth = Ellipse(390.3, 262.8, 150.4, 118.7, 0.02)
     coarse = Ellipse(398.0, 255.0, 160.0, 110.0, math.pi - 0.04)  # the angle wraps around 180 degrees
-    (p,) = _task(combine="mean").refine([Oracle()], [_image(truth)], [ellipse_prediction(coarse)])
+    (p,) = _task(combine="mean").follow([_image(truth)], [ellipse_prediction(coarse)], nets=[Oracle()])
     refined, got = Ellipse(*p.extra["refined_ellipse"]), Ellipse(*p.extra["ellipse"])
     assert got.a == pytest.approx((coarse.a + refined.a) / 2) and got.cx == pytest.approx((coarse.cx + refined.cx) / 2)
     assert abs(math.remainder(got.theta - (refined.theta - 0.03), math.pi)) < 0.02
@@ -99,7 +99,7 @@ def test_a_coarse_result_that_cannot_be_cropped_is_kept_with_the_reason() -> Non
     failed = ImagePrediction(np.full((4, 2), np.nan), np.full(4, np.nan), "failed", "no_component")
     outside = ellipse_prediction(Ellipse(3000.0, 3000.0, 100.0, 80.0, 0.0))
     tiny = ellipse_prediction(Ellipse(400.0, 270.0, 3.0, 2.0, 0.0))
-    out = task.refine([Oracle()], [img, img, img], [failed, outside, tiny])
+    out = task.follow([img, img, img], [failed, outside, tiny], nets=[Oracle()])
     assert out[0].status == "failed" and out[0].reason == "no_component"
     assert "mostly outside the image" in out[1].extra["refine"] and out[1].points == pytest.approx(outside.points)
     assert "degenerate coarse ellipse" in out[2].extra["refine"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import math
 import typing
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from fetalbio.engine.dataset import BiometryDataset
 from fetalbio.engine.train import cosine_restarts, lr_schedule, warmup_cosine
 from fetalbio.inference.predictor import Predictor
 from fetalbio.io import read_gray8
+from fetalbio.model_file import LoadedModel, LoadedStage
 from fetalbio.tasks import build_task
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,8 +95,7 @@ def test_speckle_option_is_applied_identically_in_training_and_prediction(method
     tcfg = TrainConfig(input_width=96, input_height=64, device="cpu", normalize=method)
     task = build_task("hm_unet", VariantConfig(arch=tiny_arch("unet")), tcfg)
     ds = BiometryDataset(clean.iloc[:3], d, task, tcfg, train=False)
-    model = SimpleNamespace(tasks=[task], train_cfg=tcfg, input_size=(96, 64))
-    pred = Predictor(model)  # type: ignore[arg-type]
+    pred = Predictor(LoadedModel([LoadedStage("coarse", "hm_unet", [task], tcfg)], "landmark", None, {}))
     for i, (_, row) in enumerate(clean.iloc[:3].iterrows()):
         x, _ = pred.preprocess(read_gray8(d / row["image_path"]).pixels)
         torch.testing.assert_close(torch.from_numpy(x), ds[i]["image"], rtol=0, atol=0)

@@ -47,7 +47,8 @@ def _model_file(path: Path, variant: str, arch: dict, state_dicts: list[dict] | 
                 refine: StageWeights | None = None) -> Path:
     vcfg = VariantConfig(arch=arch)
     sds = state_dicts or [_state_dict(variant, vcfg, 0)]
-    save_model(path, model_payload(variant, vcfg, TCFG, sds, calibration or {}, None, 0.95, {"test": True}, refine=refine))
+    stages = [StageWeights("coarse", variant, vcfg, TCFG, sds, calibration or {}), *([refine] if refine else [])]
+    save_model(path, model_payload(f"{variant}_refined" if refine else variant, stages, {"test": True}, None, 0.95))
     return path
 
 
@@ -118,7 +119,7 @@ def test_onnx_runtime_and_torch_agree(files, kind: str, tmp_path: Path) -> None:
         assert float(np.abs(a - b).max()) <= 1e-4
     if kind == "two_stage":
         crops = np.random.default_rng(0).standard_normal((3, 1, 64, 64)).astype(np.float32)
-        (a,), (b,) = _outputs(torch_pred.forward_refine(crops)), _outputs(onnx_pred.forward_refine(crops))
+        (a,), (b,) = _outputs(torch_pred.forward(crops, 1)), _outputs(onnx_pred.forward(crops, 1))
         assert float(np.abs(a - b).max()) <= 1e-4
         refined = [p for p in torch_pred.predict_arrays(images) if "refine_passes" in p.extra]
         assert refined, "the refinement stage ran on no image: the comparison below would not cover it"
@@ -148,7 +149,7 @@ def test_two_stage_model_is_one_graph_with_a_stage_input(files) -> None:
     assert m["stages"][1]["decoding"]["kind"] == "refine" and m["stages"][1]["decoding"]["crop_span"] == 1.35
     assert m["stages"][0]["decoding"]["edge_offset_px"] == 0.0 and m["stages"][1]["decoding"]["edge_offset_px"] == 0.5
     form = load_onnx_form(files["two_stage"])
-    coarse = form.run("coarse", np.zeros((2, 1, 64, 64), np.float32))
+    coarse = form.run(0, np.zeros((2, 1, 64, 64), np.float32))
     assert [o.shape for o in coarse] == [(2, 1, 64, 64)]
     every = form.session.run(None, {"image": np.zeros((2, 1, 64, 64), np.float32), "stage": np.array(1)})
     assert [o.shape for o in every] == [(0, 1, 64, 64), (2, 1, 64, 64)]  # the stage not run: empty
@@ -328,8 +329,8 @@ def test_bench_times_models_on_both_runtimes_side_by_side(files, tmp_path: Path)
 def test_pretrained_onnx_form_is_the_pretrained_model() -> None:
     form = load_onnx_form(PRETRAINED, model_file=PRETRAINED)  # hashes, metadata, shapes, source file
     m = load_model(PRETRAINED)
-    assert form.manifest["method"] == m.method and tuple(form.stage("coarse")["input_size"]) == m.input_size
-    assert form.stage("coarse")["decoding"]["edge_offset_px"] == pytest.approx(m.tasks[0].edge_offset_px)
+    assert form.manifest["method"] == m.method and tuple(form.manifest["stages"][0]["input_size"]) == m.input_size
+    assert form.manifest["stages"][0]["decoding"]["edge_offset_px"] == pytest.approx(m.tasks[0].edge_offset_px)
     assert form.manifest["uncertainty_threshold_px"] == pytest.approx(m.uncertainty_threshold_px)
 
 

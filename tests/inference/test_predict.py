@@ -17,7 +17,7 @@ from fetalbio.cli import app
 from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.inference.predictor import PREDICT_COLUMNS
 from fetalbio.metrics.biometry import ga_weeks_hadlock, ramanujan_hc
-from fetalbio.model_file import load_model, model_payload, save_model
+from fetalbio.model_file import StageWeights, load_model, model_payload, save_model
 from fetalbio.tasks import build_task
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,7 +31,7 @@ def _model_file(path: Path, variant: str, arch: dict, threshold: float | None = 
     torch.manual_seed(0)
     vcfg = VariantConfig(arch=arch)
     task = build_task(variant, vcfg, TCFG)
-    save_model(path, model_payload(variant, vcfg, TCFG, [task.model.state_dict()], calibration or {}, threshold, 0.95, {"test": True}))
+    save_model(path, model_payload(variant, [StageWeights("coarse", variant, vcfg, TCFG, [task.model.state_dict()], calibration or {})], {"test": True}, threshold, 0.95))
     return path
 
 

@@ -21,7 +21,7 @@ def test_pretrained_model_is_self_describing() -> None:
     m = load_model(MODEL)  # weights_only=True inside
     card = (REPO / "pretrained" / "MODEL_CARD.md").read_text(encoding="utf-8")
     final = json.loads((REPO / "results" / "full-cpu-whole" / "metrics" / "final.json").read_text(encoding="utf-8"))
-    assert m.method == final["variant"] and f"`{m.method}`" in card and m.refine is not None  # the two-stage method
+    assert m.method == final["variant"] and f"`{m.method}`" in card and [st.role for st in m.stages] == ["coarse", "refine"]  # the two-stage method
     assert m.input_size == tuple(final["input_size"])
     assert f"{final['cross_validated']['HC MAE mm']:.2f}" in card  # the card quotes the pipeline's number
     assert "Not a medical device" in card

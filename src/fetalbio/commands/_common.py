@@ -72,6 +72,15 @@ def compared_names(raw: dict, params_path: Path) -> list[str]:
     return names + [refined_name(n) for n in names]
 
 
+def method_stages(method: str) -> list[str]:
+    """The variants whose networks a compared method runs, in order: its first-stage variant,
+    then (``<variant>_refined``) the refinement stage."""
+    from fetalbio.variants import split_refined
+
+    variant, refined = split_refined(method)
+    return [variant, "refine"] if refined else [variant]
+
+
 def read_seed(params_path: Path) -> int:
     seed = get_key(read_params(params_path), "seed", str(params_path))
     if isinstance(seed, bool) or not isinstance(seed, int):

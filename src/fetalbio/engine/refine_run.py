@@ -129,7 +129,7 @@ def refine_heldout(clean: pd.DataFrame, table_dir: Path, coarse_dir: Path, refin
                     err = ellipse_errors(c, read_mask(Path(table_dir) / ref_mask, optional=True))
                     if err is not None:
                         errs.append(err)
-            preds.extend(task.refine(nets, images, coarse, batch_size=batch_size))
+            preds.extend(task.follow(images, coarse, nets=nets, batch_size=batch_size))
         out_fold = Path(out_dir) / f"fold{fold}"
         rows = oof[["image_name"]].reset_index(drop=True)
         for p in preds:  # a coarse prediction kept as it was says why in its reason

@@ -71,7 +71,7 @@ class Entry:
 
     def run(self, images: Sequence[np.ndarray], xb: torch.Tensor, lbs: list) -> list:
         """Both stages on a preprocessed batch (what ``predict`` does after reading)."""
-        return self.predictor.refine(images, self.predictor.decode(self.predictor.forward(xb), lbs))
+        return self.predictor.follow(images, self.predictor.decode(self.predictor.forward(xb), lbs))
 
     def figures(self) -> dict[str, Any]:
         throughput = {str(bs): round(bs / float(np.median(v)), 2) for bs, v in self.batch.items()}
@@ -242,8 +242,8 @@ def run_bench(
                     box: dict = {}
                     e.fwd.append(_timed(lambda: box.__setitem__("y", e.predictor.forward(x[None])), cpu))
                     e.post.append(_timed(lambda: box.__setitem__("p", e.predictor.decode(box["y"], [lb])), cpu))
-                    if e.predictor.model.refine is not None:
-                        e.ref.append(_timed(lambda: e.predictor.refine([images[k]], box["p"]), cpu))
+                    if len(e.predictor.model.stages) > 1:
+                        e.ref.append(_timed(lambda: e.predictor.follow([images[k]], box["p"]), cpu))
         for bs in batch_sizes:
             batches = {}
             for e in entries:

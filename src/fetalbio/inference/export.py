@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,8 @@ from fetalbio.config import TrainConfig, VariantConfig
 from fetalbio.engine.run import table_hash, train_network
 from fetalbio.engine.train import clear_resume, select_device
 from fetalbio.io import OOF_FILE, read_oof
-from fetalbio.model_file import MODEL_FILE, StageWeights, concatenate_stages, model_payload, read_model_file, save_model
-from fetalbio.variants import get_variant, refined_name
+from fetalbio.model_file import MODEL_FILE, StageWeights, concatenate_stages, model_payload, read_model_file, save_model, stage_role
+from fetalbio.variants import get_variant
 
 SELECTION_METRIC = "HC MAE mm"
 
@@ -137,7 +138,7 @@ def stage_weights(
     return state_dicts, calibration, train_summary
 
 
-def export_final(
+def export_final(  # ~90 lines: one straight recipe (weights, provenance, payload, summary), each part short
     clean: pd.DataFrame,
     table_dir: Path,
     models_dir: Path,
@@ -150,31 +151,33 @@ def export_final(
     uncertain_quantile: float,
     data_root: str,
     out_path: Path,
-    refine: tuple[VariantConfig, TrainConfig] | None = None,
+    later: Sequence[tuple[str, VariantConfig, TrainConfig]] = (),
+    method: str | None = None,
     log_root: Path | None = None,
     resume_root: Path | None = None,
     per_image: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Build and write the model file; return the summary that ``metrics/final.json`` holds.
 
-    ``refine``: the refinement stage's configuration, for the coarse-to-fine method
-    ``<variant>_refined`` (its held-out predictions are ``models/<variant>_refined``, its fold
-    models ``models/refine``). ``per_image``: the method's ``plots/variants/<method>/per_image.csv``
+    ``later``: the stages after ``variant``, in order, each ``(variant, configs)`` (fold models in
+    ``models/<variant>``), of ``method`` (e.g. ``<variant>_refined``, default the variant; its
+    held-out predictions are ``models/<method>``). ``per_image``: the method's ``plots/variants/<method>/per_image.csv``
     (errors and triage signals of every held-out image): the exported triage combiner is fitted
     on all of it (:mod:`fetalbio.triage`)."""
     if source not in ("refit", "folds"):
         raise ValueError(f"final.source must be 'refit' or 'folds', got {source!r}")
     if not 0.5 <= uncertain_quantile < 1.0:
         raise ValueError(f"final.uncertain_quantile must be in [0.5, 1), got {uncertain_quantile}")
-    method = variant if refine is None else refined_name(variant)
+    method = method or variant
     oof, _, _ = read_fold_outputs(models_dir / method)
     threshold = uncertainty_threshold(oof, uncertain_quantile)
     t0 = time.perf_counter()
     state_dicts, calibration, train_summary = stage_weights(clean, table_dir, models_dir / variant, variant, vcfg, tcfg, seed, source, log_root, resume_root)
-    refine_weights = None
-    if refine is not None:
-        r_sds, r_cal, r_summary = stage_weights(clean, table_dir, models_dir / "refine", "refine", refine[0], refine[1], seed, source, log_root, resume_root)
-        refine_weights = StageWeights("refine", "refine", refine[0], refine[1], r_sds, r_cal)
+    stages = [StageWeights("coarse", variant, vcfg, tcfg, state_dicts, calibration)]
+    later_train = {}
+    for name, l_vcfg, l_tcfg in later:
+        sds, cal, later_train[name] = stage_weights(clean, table_dir, models_dir / name, name, l_vcfg, l_tcfg, seed, source, log_root, resume_root)
+        stages.append(StageWeights(stage_role(name), name, l_vcfg, l_tcfg, sds, cal))
     row = next((r for r in compare.get("table", []) if r.get("variant") == method), {})
     provenance = {
         "fetalbio_version": __version__,
@@ -188,11 +191,10 @@ def export_final(
         "training_hc_range_mm": training_hc_range(clean),
         "training_sources": training_sources(clean),
     }
-    if refine is not None:
-        provenance["refine_train"] = r_summary
+    provenance.update({f"{name}_train": s for name, s in later_train.items()})
     provenance["export_seconds"] = round(time.perf_counter() - t0, 2)
     triage = fit_triage(per_image) if per_image is not None else None
-    payload = model_payload(variant, vcfg, tcfg, state_dicts, calibration, threshold, uncertain_quantile, provenance, refine_weights)
+    payload = model_payload(method, stages, provenance, threshold, uncertain_quantile)
     if triage is not None:
         payload["triage"] = triage.as_dict()
     save_model(out_path, payload)
@@ -216,14 +218,14 @@ def export_final(
     }
     if triage is not None:
         summary["triage"] = triage.as_dict()
-    if refine is not None:
-        summary["refine"] = {
-            "n_models": len(r_sds),
-            "calibration": r_cal,
-            "n_parameters": n_parameters(r_sds[0]),
-            "crop_size": [refine[1].input_width, refine[1].input_height],
-            "train": _without_seconds(r_summary),
-            "variant_cfg": dataclasses.asdict(refine[0]),
+    for st in stages[1:]:
+        summary[st.variant] = {
+            "n_models": len(st.state_dicts),
+            "calibration": st.calibration,
+            "n_parameters": n_parameters(st.state_dicts[0]),
+            "crop_size": [st.tcfg.input_width, st.tcfg.input_height],  # a later stage's input: a crop of the image
+            "train": _without_seconds(later_train[st.variant]),
+            "variant_cfg": dataclasses.asdict(st.vcfg),
         }
     return summary
 

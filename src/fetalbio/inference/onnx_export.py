@@ -35,7 +35,8 @@ from fetalbio.inference.onnx_form import (
     sha256_bytes,
 )
 from fetalbio.io import write_json
-from fetalbio.model_file import load_model, read_model_file
+from fetalbio.model_file import LoadedStage, load_model, read_model_file
+from fetalbio.tasks import RefineTask, SegmentationTask
 from fetalbio.tasks.base import average_outputs
 
 
@@ -52,14 +53,14 @@ class _Members(nn.Module):
         return tuple(out) if isinstance(out, (list, tuple)) else out
 
 
-def output_kinds(family: str, net: nn.Module) -> list[str]:
-    """What a stage's graph outputs are, in the network's output order."""
-    kind = getattr(net, "output_kind", "dense")
+def output_kinds(task) -> list[str]:
+    """What a stage's graph outputs are, in its network's output order."""
+    kind = getattr(task.model, "output_kind", "dense")
     if kind == "hybrid":
         return ["heatmaps", "coords"]
     if kind == "vector":
         return ["coords"]
-    return ["logits"] if family in ("segmentation", "refine") else ["heatmaps"]
+    return ["logits"] if isinstance(task, SegmentationTask) else ["heatmaps"]
 
 
 @contextlib.contextmanager
@@ -121,45 +122,50 @@ def _dims(vi) -> list[int | str]:
 
 
 def _merge_stages(protos: list[tuple[str, Any]]):
-    """One model with an ``If`` on ``stage`` over the stages' graphs (see the module docstring)."""
+    """One model over the stages' graphs, selected by ``stage``: an ``If`` per later stage ``k``
+    (``stage > k - 1``: ``then`` stage ``k`` or the ``If`` of ``k + 1``, ``else`` stage ``k - 1``),
+    see :mod:`~fetalbio.inference.onnx_form`."""
     import onnx
     from onnx import TensorProto, compose, helper
 
-    outputs = [(role, vi) for role, proto in protos for vi in proto.graph.output]
-    branches = {}
-    for role, proto in protos:
-        g = compose.add_prefix_graph(proto.graph, f"{role}/")
+    outputs = [(key, vi) for key, proto in protos for vi in proto.graph.output]
+    branches = []  # each stage's graph as a branch: its own outputs, the other stages' empty
+    for key, proto in protos:
+        g = compose.add_prefix_graph(proto.graph, f"{key}/")
         for node in g.node:
             for i, name in enumerate(node.input):
-                if name == f"{role}/{INPUT}":
+                if name == f"{key}/{INPUT}":
                     node.input[i] = INPUT
         nodes, outs = list(g.node), []
-        for out_role, vi in outputs:
+        for out_key, vi in outputs:
             elem = vi.type.tensor_type.elem_type
-            if out_role == role:
-                outs.append(helper.make_tensor_value_info(f"{role}/{vi.name}", elem, None))
+            if out_key == key:
+                outs.append(helper.make_tensor_value_info(f"{key}/{vi.name}", elem, None))
                 outs[-1].type.tensor_type.shape.CopyFrom(vi.type.tensor_type.shape)
                 continue
             dims = [0] + [d if isinstance(d, int) else 0 for d in _dims(vi)[1:]]
-            name = f"{role}/empty_{vi.name}"
+            name = f"{key}/empty_{vi.name}"
             nodes.append(helper.make_node("Constant", [], [name], value=helper.make_tensor(f"{name}_value", elem, dims, [])))
             outs.append(helper.make_tensor_value_info(name, elem, dims))
-        branches[role] = helper.make_graph(nodes, f"{role}_stage", [], outs, initializer=list(g.initializer), value_info=list(g.value_info))
-    roles = [r for r, _ in protos]
-    cond = helper.make_node("Greater", [STAGE_INPUT, "stage_zero"], ["run_refine"], name="stage_is_refine")
-    choose = helper.make_node("If", ["run_refine"], [vi.name for _, vi in outputs], name="stage_select",
-                              then_branch=branches[roles[1]], else_branch=branches[roles[0]])
-    graph_outputs = []
-    for _, vi in outputs:
-        graph_outputs.append(helper.make_tensor_value_info(vi.name, vi.type.tensor_type.elem_type, ["batch", *_dims(vi)[1:]]))
+        branches.append(helper.make_graph(nodes, f"{key}_stage", [], outs, initializer=list(g.initializer), value_info=list(g.value_info)))
+    keys = [key for key, _ in protos]
+    thresholds = ["stage_zero", *(f"stage_{k}" for k in range(1, len(protos) - 1))]  # the value k - 1 each If compares with
+    select = branches[-1]
+    for k in range(len(protos) - 1, 0, -1):
+        names = [vi.name if k == 1 else f"stages{k}+/{vi.name}" for _, vi in outputs]
+        nodes = [helper.make_node("Greater", [STAGE_INPUT, thresholds[k - 1]], [f"run_{keys[k]}"], name=f"stage_is_{keys[k]}"),
+                 helper.make_node("If", [f"run_{keys[k]}"], names, name="stage_select" if k == 1 else f"stage_select_{k}",
+                                  then_branch=select, else_branch=branches[k - 1])]
+        if k > 1:
+            select = helper.make_graph(nodes, f"stages{k}+", [], [helper.make_tensor_value_info(n, vi.type.tensor_type.elem_type, None)
+                                                                   for n, (_, vi) in zip(names, outputs)])
+    graph_outputs = [helper.make_tensor_value_info(vi.name, vi.type.tensor_type.elem_type, ["batch", *_dims(vi)[1:]]) for _, vi in outputs]
     graph = helper.make_graph(
-        [cond, choose], "fetalbio",
+        nodes, "fetalbio",
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["batch", 1, "height", "width"]), helper.make_tensor_value_info(STAGE_INPUT, TensorProto.INT64, [])],
-        graph_outputs, initializer=[helper.make_tensor("stage_zero", TensorProto.INT64, [], [0])])
-    opsets: dict[str, int] = {}
-    for _, proto in protos:
-        for op in proto.opset_import:
-            opsets[op.domain] = max(opsets.get(op.domain, 0), op.version)
+        graph_outputs, initializer=[helper.make_tensor(name, TensorProto.INT64, [], [k]) for k, name in enumerate(thresholds)])
+    ops = [op for _, proto in protos for op in proto.opset_import]
+    opsets = {d: max(op.version for op in ops if op.domain == d) for d in {op.domain for op in ops}}
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())],
                               ir_version=max(p.ir_version for _, p in protos))
     for _, proto in protos:
@@ -171,10 +177,10 @@ def _merge_stages(protos: list[tuple[str, Any]]):
 def _decoding(task) -> dict[str, Any]:
     """The effective decoding settings of a task (defaults filled in), for other programs."""
     out: dict[str, Any] = {}
-    if hasattr(task, "post"):  # segmentation, refinement
+    if isinstance(task, SegmentationTask):  # segmentation, refinement
         out = {"kind": "segmentation", **{k: v for k, v in task.post.items()}, "inlier_band_input_px": task.inlier_band,
                "edge_offset_px": float(task.edge_offset_px)}
-        if task.family == "refine":
+        if isinstance(task, RefineTask):
             out.update(kind="refine", edge_offset_per_crop_px=float(task.edge_offset_per_crop_px), crop_span=task.span,
                        crop_passes=task.passes, crop_size=list(task.crop_size), crop_combine=task.combine, crop_tta=task.tta)
         return out
@@ -199,6 +205,60 @@ PREPROCESSING = {
 }
 
 
+def _stage_graph(model_path: Path, key: str, stage: LoadedStage, st: dict[str, Any], gen: torch.Generator) -> tuple:
+    """Stage ``key``'s members as one graph (batch axis dynamic, the others as torch gives them):
+    ``(proto, exporter, the random batch it was exported with, torch's outputs on it, its
+    manifest entry: the model file's stage ``st`` without weights, and the graph's side)``."""
+    tasks, tcfg = stage.tasks, stage.train_cfg
+    module = _Members([copy.deepcopy(t.model).eval() for t in tasks]).eval()
+    names = [f"{key}_{k}" for k in output_kinds(tasks[0])]
+    example = torch.randn(2, 1, tcfg.input_height, tcfg.input_width, generator=gen)
+    with torch.inference_mode():
+        ref = module(example)
+    refs = list(ref) if isinstance(ref, tuple) else [ref]
+    if len(refs) != len(names):
+        raise OnnxFormError(f"{model_path}: the {key} network gives {len(refs)} outputs, expected {len(names)} ({', '.join(names)})")
+    proto, exporter = _export_stage(module, example, names, f"{model_path}'s {key} stage ({tasks[0].model.__class__.__name__})")
+    for vi, r in zip(proto.graph.output, refs):  # concrete dims where the exporter left names
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) != r.ndim:
+            raise OnnxFormError(f"{model_path}: the {key} stage's ONNX output {vi.name} has {len(dims)} dims, torch's {r.ndim}")
+        dims[0].Clear()
+        dims[0].dim_param = "batch"
+        for d, n in zip(list(dims)[1:], r.shape[1:]):
+            d.Clear()
+            d.dim_value = int(n)
+    meta = {
+        **{k: v for k, v in st.items() if k != "state_dicts"},
+        "members": len(tasks),
+        "input_size": [tcfg.input_width, tcfg.input_height],
+        "normalize": tcfg.normalize,
+        "outputs": [{"name": vi.name, "shape": ["batch", *_dims(vi)[1:]]} for vi in proto.graph.output],
+        "output_kind": getattr(tasks[0].model, "output_kind", "dense"),
+        "output_stride": int(getattr(tasks[0].model, "output_stride", 1)),
+        "decoding": _decoding(tasks[0]),
+    }
+    return proto, exporter, example.numpy(), [r.numpy() for r in refs], meta
+
+
+def _check_against_torch(model_path: Path, data: bytes, keys: list[str], graphs: list[tuple]) -> dict[str, float]:
+    """The written bytes, run in ONNX Runtime, against torch on each stage's random batch: the
+    largest difference per stage (refused over :data:`EXPORT_TOLERANCE`)."""
+    sess = ort_session(data, threads=1)
+    diffs = {}
+    for i, (key, (_, _, example, refs, meta)) in enumerate(zip(keys, graphs)):
+        feed = {INPUT: example, **({STAGE_INPUT: np.array(i, dtype=np.int64)} if len(graphs) > 1 else {})}
+        got = sess.run([o["name"] for o in meta["outputs"]], feed)
+        if [a.shape for a in got] != [r.shape for r in refs]:
+            raise OnnxFormError(f"{model_path}: the {key} stage's ONNX outputs have shapes {[a.shape for a in got]}, torch's {[r.shape for r in refs]}")
+        diff = max(float(np.max(np.abs(a - r))) if r.size else 0.0 for a, r in zip(got, refs))
+        scale = max(1.0, *(float(np.max(np.abs(r))) for r in refs if r.size))
+        if not diff <= EXPORT_TOLERANCE * scale:
+            raise OnnxFormError(f"{model_path}: the {key} stage's ONNX graph differs from torch by {diff:.3g} (tolerance {EXPORT_TOLERANCE * scale:.3g}); not written")
+        diffs[key] = diff
+    return diffs
+
+
 def export_onnx(model_path: Path, out: Path | None = None) -> tuple[Path, Path, dict[str, Any]]:
     """Write the ONNX form of a model file (version 1 or 2): ``X.onnx`` and ``X.onnx.json``
     next to it, or at ``out`` (the graph's path). Returns ``(graph, manifest, manifest dict)``."""
@@ -213,46 +273,16 @@ def export_onnx(model_path: Path, out: Path | None = None) -> tuple[Path, Path, 
     raw = read_model_file(model_path)
     loaded = load_model(model_path)
     graph_path, manifest_path = onnx_paths(out if out is not None else model_path)
-    stages = [("coarse", loaded.tasks, loaded.train_cfg)] + ([("refine", loaded.refine.tasks, loaded.refine.train_cfg)] if loaded.refine else [])
-    protos, modules, stage_meta, exporters, examples = [], {}, [], {}, {}
+    roles = [st.role for st in loaded.stages]
+    keys = [r if roles.count(r) == 1 else f"{r}{i}" for i, r in enumerate(roles)]  # names in the graph: the role, with the index if shared
     gen = torch.Generator().manual_seed(0)
-    for i, (role, tasks, tcfg) in enumerate(stages):
-        module = _Members([copy.deepcopy(t.model).eval() for t in tasks]).eval()
-        names = [f"{role}_{k}" for k in output_kinds(tasks[0].family, tasks[0].model)]
-        example = torch.randn(2, 1, tcfg.input_height, tcfg.input_width, generator=gen)
-        with torch.inference_mode():
-            ref = module(example)
-        n_out = len(ref) if isinstance(ref, tuple) else 1
-        if n_out != len(names):
-            raise OnnxFormError(f"{model_path}: the {role} network gives {n_out} outputs, expected {len(names)} ({', '.join(names)})")
-        proto, exporters[role] = _export_stage(module, example, names, f"{model_path}'s {role} stage ({tasks[0].model.__class__.__name__})")
-        for vi, r in zip(proto.graph.output, ref if isinstance(ref, tuple) else (ref,)):  # concrete dims where the exporter left names
-            dims = vi.type.tensor_type.shape.dim
-            if len(dims) != r.ndim:
-                raise OnnxFormError(f"{model_path}: the {role} stage's ONNX output {vi.name} has {len(dims)} dims, torch's {r.ndim}")
-            dims[0].Clear()
-            dims[0].dim_param = "batch"
-            for d, n in zip(list(dims)[1:], r.shape[1:]):
-                d.Clear()
-                d.dim_value = int(n)
-        protos.append((role, proto))
-        modules[role], examples[role] = module, example
-        st = raw["stages"][i]
-        stage_meta.append({
-            **{k: v for k, v in st.items() if k != "state_dicts"},
-            "members": len(tasks),
-            "input_size": [tcfg.input_width, tcfg.input_height],
-            "normalize": tcfg.normalize,
-            "outputs": [{"name": vi.name, "shape": ["batch", *_dims(vi)[1:]]} for vi in proto.graph.output],
-            "output_kind": getattr(tasks[0].model, "output_kind", "dense"),
-            "output_stride": int(getattr(tasks[0].model, "output_stride", 1)),
-            "decoding": _decoding(tasks[0]),
-        })
-    if len(protos) == 1:
-        model = protos[0][1]
+    graphs = [_stage_graph(model_path, key, stage, st, gen) for key, stage, st in zip(keys, loaded.stages, raw["stages"])]
+    stage_meta = [g[4] for g in graphs]
+    if len(graphs) == 1:
+        model = graphs[0][0]
         inputs = {INPUT: {"dtype": "float32", "shape": ["batch", 1, stage_meta[0]["input_size"][1], stage_meta[0]["input_size"][0]]}}
     else:
-        model = _merge_stages(protos)
+        model = _merge_stages([(key, g[0]) for key, g in zip(keys, graphs)])
         inputs = {INPUT: {"dtype": "float32", "shape": ["batch", 1, "height", "width"]}, STAGE_INPUT: {"dtype": "int64", "shape": []}}
         for i, st in enumerate(stage_meta):
             st["stage_value"] = i
@@ -262,27 +292,10 @@ def export_onnx(model_path: Path, out: Path | None = None) -> tuple[Path, Path, 
         f"{META_PREFIX}format": FORMAT,
         f"{META_PREFIX}format_version": str(FORMAT_VERSION),
         f"{META_PREFIX}method": str(raw.get("method")),
-        f"{META_PREFIX}stages": ",".join(r for r, _ in protos),
+        f"{META_PREFIX}stages": ",".join(roles),
     })
     data = model.SerializeToString()
-    # the written bytes, run in ONNX Runtime, against torch
-    sess = ort_session(data, threads=1)
-    diffs = {}
-    for i, (role, _) in enumerate(protos):
-        feed = {INPUT: examples[role].numpy()}
-        if len(protos) > 1:
-            feed[STAGE_INPUT] = np.array(i, dtype=np.int64)
-        got = sess.run([o["name"] for o in stage_meta[i]["outputs"]], feed)
-        with torch.inference_mode():
-            ref = modules[role](examples[role])
-        refs = [r.numpy() for r in (ref if isinstance(ref, tuple) else (ref,))]
-        if [g.shape for g in got] != [r.shape for r in refs]:
-            raise OnnxFormError(f"{model_path}: the {role} stage's ONNX outputs have shapes {[g.shape for g in got]}, torch's {[r.shape for r in refs]}")
-        diff = max(float(np.max(np.abs(g - r))) if r.size else 0.0 for g, r in zip(got, refs))
-        scale = max(1.0, *(float(np.max(np.abs(r))) for r in refs if r.size))
-        if not diff <= EXPORT_TOLERANCE * scale:
-            raise OnnxFormError(f"{model_path}: the {role} stage's ONNX graph differs from torch by {diff:.3g} (tolerance {EXPORT_TOLERANCE * scale:.3g}); not written")
-        diffs[role] = diff
+    diffs = _check_against_torch(model_path, data, keys, graphs)
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -298,7 +311,7 @@ def export_onnx(model_path: Path, out: Path | None = None) -> tuple[Path, Path, 
         "provenance": raw.get("provenance", {}),
         "source_model": {"format_version": raw.get("format_version"), "sha256": file_sha256(model_path)},
         "preprocessing": PREPROCESSING,
-        "export": {"opset": OPSET, "exporter": exporters, "max_abs_diff_vs_torch": diffs, "fetalbio": __version__,
+        "export": {"opset": OPSET, "exporter": {key: g[1] for key, g in zip(keys, graphs)}, "max_abs_diff_vs_torch": diffs, "fetalbio": __version__,
                    "torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": ort.__version__},
     }
     graph_path.parent.mkdir(parents=True, exist_ok=True)

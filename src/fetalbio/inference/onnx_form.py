@@ -6,7 +6,8 @@ Layout (``X.pt`` is the model file; the pair can be renamed together, neither na
 
 ``X.onnx``, the graph (ONNX opset :data:`OPSET`)
     Input ``image``: float32 ``(batch, 1, H, W)``, letterboxed and z-scored images (dynamic
-    batch axis; ``H, W`` the stage's input size). Outputs ``<role>_<kind>``: ``logits``
+    batch axis; ``H, W`` the stage's input size). Outputs ``<role>_<kind>`` (``<role><index>``
+    where stages share a role): ``logits``
     (segmentation and refinement: the skull logit; sigmoid gives the probability),
     ``heatmaps`` (one map per point), ``coords`` (``(batch, 4, 2)`` normalised x, y); a
     hybrid network gives ``heatmaps`` and ``coords``. An ensemble (several state dicts in a
@@ -14,10 +15,11 @@ Layout (``X.pt`` is the model file; the pair can be renamed together, neither na
     (measured with two DeepLabV3+ members at batch 1 on 2 threads: 17.7 ms as one graph, 18.1 ms
     as one session per member averaged in numpy; and the consumer has nothing to average).
 
-    A coarse-to-fine model (two stages) is one file holding both graphs: an ``If`` on a second
-    input ``stage`` (int64 scalar) runs the first stage (``stage`` = 0, the ``else`` branch) or
-    the refinement stage (1, ``then``); ``image`` is then ``(batch, 1, height, width)``, each
-    stage at its own input size, and the outputs of the stage not run come back empty (batch 0).
+    A model of several stages (coarse-to-fine) is one file holding every stage's graph: a second
+    input ``stage`` (int64 scalar, the stage's index) selects one, by an ``If`` per later stage
+    ``k`` (``stage > k - 1``: ``then`` stage ``k`` or the next ``If``, ``else`` stage ``k - 1``).
+    ``image`` is then ``(batch, 1, height, width)``, each stage at its own input size, and the
+    outputs of the stages not run come back empty (batch 0).
     One file, not one per stage, because the set of files must not depend on the method: DVC
     declares the ``final`` stage's outputs in advance (``release/model.onnx`` and
     ``release/model.onnx.json``), and ``final`` may export either kind of model.
@@ -30,7 +32,7 @@ Layout (``X.pt`` is the model file; the pair can be renamed together, neither na
     file's stage without weights -- ``role``, ``variant``, ``family``, ``spec``,
     ``variant_cfg``, ``train_cfg``, ``calibration`` -- and ``members``, ``input_size``
     ``[W, H]``, ``normalize``, ``outputs`` (name, shape), ``output_kind``, ``output_stride``,
-    ``stage_value`` (two-stage models) and ``decoding``: the effective decoding settings,
+    ``stage_value`` (several stages: its ``stage`` input) and ``decoding``: the effective decoding settings,
     defaults filled in), ``uncertainty_threshold_px``, ``uncertain_quantile``,
     ``provenance``, ``source_model`` (format version and sha256 of the model file it came
     from), ``preprocessing`` (the letterbox and normalisation, in words) and ``export``
@@ -144,16 +146,10 @@ class OnnxForm:
     session: Any
     threads: int
 
-    def stage(self, role: str) -> dict[str, Any]:
-        for st in self.manifest["stages"]:
-            if st["role"] == role:
-                return st
-        raise OnnxFormError(f"{self.manifest_path}: no {role} stage")
-
-    def run(self, role: str, batch: np.ndarray) -> list[np.ndarray]:
-        """The raw outputs of ``role``'s networks (ensemble-averaged) for a ``(B, 1, H, W)``
+    def run(self, index: int, batch: np.ndarray) -> list[np.ndarray]:
+        """The raw outputs of stage ``index``'s networks (ensemble-averaged) for a ``(B, 1, H, W)``
         float32 batch."""
-        st = self.stage(role)
+        st = self.manifest["stages"][index]
         feed = {INPUT: np.ascontiguousarray(batch, dtype=np.float32)}
         if "stage_value" in st:
             feed[STAGE_INPUT] = np.array(st["stage_value"], dtype=np.int64)
@@ -226,11 +222,11 @@ def load_onnx_form(path: Path, threads: int = 0, model_file: Path | None = None)
 
 def _dry_run(form: OnnxForm) -> None:
     """Each stage runs at its manifest input size and gives the outputs the manifest lists
-    (catches an input size that does not fit a two-stage graph, whose input axes are named)."""
-    for st in form.manifest["stages"]:
+    (catches an input size that does not fit a graph of several stages, whose input axes are named)."""
+    for i, st in enumerate(form.manifest["stages"]):
         w, h = (int(v) for v in st["input_size"])
         try:
-            outs = form.run(st["role"], np.zeros((1, 1, h, w), np.float32))
+            outs = form.run(i, np.zeros((1, 1, h, w), np.float32))
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime's run errors have no common base class
             raise OnnxFormError(f"{form.manifest_path}: does not match the graph {form.graph_path.name}: the {st['role']} stage does not run "
                                 f"at its input_size {w}x{h} (W x H): {_ort_reason(exc)}") from None
@@ -293,7 +289,7 @@ class OnnxBackend:
     def __init__(self, form: OnnxForm) -> None:
         self.form = form
 
-    def forward(self, role: str, batch: np.ndarray):
-        """Raw output(s) of ``role``'s networks, numpy arrays (the tasks decode them as they are)."""
-        outs = self.form.run(role, np.asarray(batch))
+    def forward(self, stage: int, batch: np.ndarray):
+        """Raw output(s) of stage ``stage``'s networks, numpy arrays (the tasks decode them as they are)."""
+        outs = self.form.run(stage, np.asarray(batch))
         return outs[0] if len(outs) == 1 else outs

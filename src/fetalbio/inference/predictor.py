@@ -59,7 +59,7 @@ def device_type(device) -> str:
 class TorchBackend:
     """The predictor's forward in torch: channels-last inference copies of the networks (on 2
     CPU threads the shipped 192x128 DeepLabV3+ forward takes ~11.5 ms instead of ~14.5 ms,
-    README "Results on the full dataset"), each stage's members averaged."""
+    README "Results on the full dataset"), one list per stage, each stage's members averaged."""
 
     name = "torch"
 
@@ -67,26 +67,24 @@ class TorchBackend:
         import torch
 
         self.device = torch.device(device)
-        self.nets = [copy.deepcopy(t.model).eval().to(self.device, memory_format=torch.channels_last) for t in model.tasks]
-        refine = getattr(model, "refine", None)
-        self.refine_nets = [copy.deepcopy(t.model).eval().to(self.device, memory_format=torch.channels_last) for t in refine.tasks] if refine else []
+        self.nets = [[copy.deepcopy(t.model).eval().to(self.device, memory_format=torch.channels_last) for t in st.tasks] for st in model.stages]
 
-    def forward(self, role: str, batch):
+    def forward(self, stage: int, batch):
         import torch
 
         with torch.inference_mode():
             x = (torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch).to(self.device).contiguous(memory_format=torch.channels_last)
-            return average_outputs([net(x) for net in (self.nets if role == "coarse" else self.refine_nets)])
+            return average_outputs([net(x) for net in self.nets[stage]])
 
 
 class Predictor:
-    """Preprocess like training (letterbox + normalisation), run the network(s), decode.
+    """Preprocess like training (letterbox + normalisation), run the model's stages in order, decode.
 
-    ``backend``: what runs the networks, an object with ``forward(role, batch)`` (``role``
-    ``coarse`` or ``refine``; a normalised float32 ``(B, 1, H, W)`` numpy batch in, the raw
-    output(s) out, ensemble-averaged: torch tensors from :class:`TorchBackend` (the default),
-    numpy arrays from :class:`~fetalbio.inference.onnx_form.OnnxBackend`, which needs no torch).
-    Flags, refinement, decoding and overlays are the same whichever runs them.
+    ``backend``: what runs the networks, an object with ``forward(stage, batch)`` (``stage``:
+    the index of a stage of ``model.stages``; a normalised float32 ``(B, 1, H, W)`` numpy batch
+    in, the raw output(s) out, ensemble-averaged: torch tensors from :class:`TorchBackend` (the
+    default), numpy arrays from :class:`~fetalbio.inference.onnx_form.OnnxBackend`, which needs
+    no torch). Flags, later stages, decoding and overlays are the same whichever runs them.
     """
 
     def __init__(self, model: LoadedModel, device="cpu", backend=None) -> None:
@@ -122,16 +120,13 @@ class Predictor:
         x = network_input(image, lb, self.model.train_cfg.normalize)
         return x[None], lb
 
-    def forward(self, batch: np.ndarray):
-        """Raw network output(s) of a preprocessed ``(B, 1, H, W)`` batch, ensemble-averaged."""
-        return self.backend.forward("coarse", batch)
+    def forward(self, batch: np.ndarray, stage: int = 0):
+        """Raw network output(s) of stage ``stage`` (the first: a preprocessed batch; a later
+        one: what its task feeds it, e.g. normalised head crops), ensemble-averaged."""
+        return self.backend.forward(stage, batch)
 
     def decode(self, output, letterboxes: list[Letterbox]) -> list[ImagePrediction]:
         return self.model.tasks[0].decode(output, letterboxes)
-
-    def forward_refine(self, batch: np.ndarray):
-        """Raw refinement output(s) of a batch of normalised head crops, ensemble-averaged."""
-        return self.backend.forward("refine", batch)
 
     def predict_coarse(self, images: Sequence[np.ndarray], pre: Sequence[tuple[np.ndarray, Letterbox]] | None = None) -> list[ImagePrediction]:
         """The first stage's predictions alone (``pre``: the images' :meth:`preprocess`, when
@@ -143,15 +138,16 @@ class Predictor:
 
     def predict_arrays(self, images: Sequence[np.ndarray], pre: Sequence[tuple[np.ndarray, Letterbox]] | None = None) -> list[ImagePrediction]:
         """Predictions in original-image pixels for ``(H, W)`` uint8 images (any sizes): the
-        first stage, then the refinement stage when the model has one."""
-        return self.refine(images, self.predict_coarse(images, pre))
+        first stage, then each later stage of the model."""
+        return self.follow(images, self.predict_coarse(images, pre))
 
-    def refine(self, images: Sequence[np.ndarray], coarse: list[ImagePrediction]) -> list[ImagePrediction]:
-        """The refinement stage on the first stage's predictions of ``images`` (unchanged for a
-        one-stage model)."""
-        if self.model.refine is None or not coarse:
-            return coarse
-        return self.model.refine.tasks[0].refine([], list(images), coarse, forward=self.forward_refine)
+    def follow(self, images: Sequence[np.ndarray], previous: list[ImagePrediction]) -> list[ImagePrediction]:
+        """The later stages in order, each on the previous stage's predictions of ``images``
+        (:meth:`~fetalbio.tasks.base.Task.follow`; unchanged for a one-stage model)."""
+        for i, stage in enumerate(self.model.stages[1:], start=1):
+            if previous:
+                previous = stage.tasks[0].follow(list(images), previous, forward=lambda batch, i=i: self.forward(batch, i))
+        return previous
 
     def flag(self, p: ImagePrediction, size: tuple[int, int] | None = None, image: np.ndarray | None = None, pixel_size_mm: float = math.nan) -> tuple[str, str]:
         """``failed``: no measurement, or a degenerate one (a diameter under
@@ -194,7 +190,7 @@ class Predictor:
             return "uncertain", f"uncertainty {u:.3g} px > {thr:.3g} px"
         return "ok", ""
 
-    def measure(
+    def measure(  # ~70 lines: the read-ahead pool, the batches and the per-image rows share the loop's state
         self,
         paths: Sequence[Path],
         names: Sequence[str],
@@ -342,9 +338,6 @@ def ga_and_note(hc_mm: float) -> tuple[float, str]:
     return float(ga_weeks_hadlock(hc_mm)), ""
 
 
-head_ellipse = prediction_ellipse
-
-
 def draw_overlay(image: np.ndarray, p: ImagePrediction | None, row: dict) -> np.ndarray:
     """BGR picture: the head ellipse (yellow), OFD (red), BPD (cyan), the values in the corner.
     A ``failed`` row draws no ellipse and no diameters (nothing was measured), only why."""
@@ -352,7 +345,7 @@ def draw_overlay(image: np.ndarray, p: ImagePrediction | None, row: dict) -> np.
     h, w = image.shape
     th = max(1, round(min(w, h) / 300))
     if p is not None and p.status == "ok" and row["flag"] != "failed":
-        e = head_ellipse(p)
+        e = prediction_ellipse(p)
         if e is not None:
             cv2.ellipse(out, ((e.cx, e.cy), (2 * e.a, 2 * e.b), math.degrees(e.theta)), (0, 255, 255), th, cv2.LINE_AA)
         pts = np.round(p.points).astype(int)

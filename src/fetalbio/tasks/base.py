@@ -132,6 +132,11 @@ class Task:
         """
         raise NotImplementedError
 
+    def follow(self, images, previous: list[ImagePrediction], forward: Callable | None = None, **torch_run) -> list[ImagePrediction]:
+        """A later stage (not ``standalone``): its predictions of ``images`` from the previous stage's;
+        ``forward`` runs its networks on a normalised batch (else ``torch_run``: ``nets``, ``device``)."""
+        raise NotImplementedError(f"{type(self).__name__} measures an image on its own; it follows no stage")
+
     def trainable(self, weight: float, has_mask: bool) -> bool:
         """Whether a row can train this task."""
         raise NotImplementedError

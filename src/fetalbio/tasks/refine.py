@@ -206,15 +206,15 @@ class RefineTask(SegmentationTask):
         return score
 
     # -- inference from coarse predictions ---------------------------------------------------
-    def refine(self, nets: Sequence[torch.nn.Module], images: Sequence[np.ndarray], coarse: Sequence[ImagePrediction],
-               device: torch.device | str = "cpu", batch_size: int = 16, forward: Callable | None = None) -> list[ImagePrediction]:
-        """Refined predictions of ``images`` from their ``coarse`` predictions (``passes``
+    def follow(self, images: Sequence[np.ndarray], previous: Sequence[ImagePrediction], forward: Callable | None = None,
+               nets: Sequence[torch.nn.Module] = (), device: torch.device | str = "cpu", batch_size: int = 16) -> list[ImagePrediction]:
+        """Refined predictions of ``images`` from their coarse (``previous``) predictions (``passes``
         times). An image whose coarse ellipse cannot be cropped (none, degenerate, mostly outside
         the image) or whose refined fit fails keeps its coarse prediction, with the reason in
         ``extra['refine']``; refined ones carry ``extra['coarse_ellipse']``. ``forward``: runs
         the networks on a normalised ``(B, 1, H, W)`` float32 batch (default: torch, the
         members' outputs averaged; the predictor passes its own, e.g. ONNX Runtime)."""
-        current = list(coarse)
+        current = list(previous)
         skipped = [""] * len(current)
         for _ in range(self.passes):
             todo, frames = [], []
