@@ -14,7 +14,7 @@ from fetalbio.commands._common import PARAMS_OPTION, friendly_errors
 from fetalbio.config import ConfigError, EvaluateConfig, load_section
 from fetalbio.data.tables import read_clean
 from fetalbio.io import read_oof_folds, write_csv, write_json
-from fetalbio.variants import VARIANTS, split_refined
+from fetalbio.variants import VARIANTS, method_family, method_outputs, method_stages, refined_name
 
 app = typer.Typer(add_completion=False)
 
@@ -23,7 +23,7 @@ def _score(name: str, read_table: Callable[[], pd.DataFrame], images_root: Path,
     """Score ``models/<name>`` into ``metrics/<name>.json`` and ``plots/<name>/``."""
     from fetalbio.reporting.evaluate import evaluate, per_image_table, triage_signals
 
-    base, refined = split_refined(name)
+    first, *later = [v for v, _ in method_stages(name)]
     model_dir = models / name
     oof = read_oof_folds(model_dir)
     clean = read_table()  # after the predictions: a missing oof.csv is the error to report first
@@ -31,9 +31,9 @@ def _score(name: str, read_table: Callable[[], pd.DataFrame], images_root: Path,
     signals = None
     if triage:  # a refined method also gets the stage-disagreement signal from its first stage
         signals = triage_signals(clean, oof.set_index("image_name").loc[pi["image_name"]].reset_index(), images_root, pi["pred_hc_mm"].to_numpy(),
-                                 read_oof_folds(models / base) if refined else None)
-    family = VARIANTS[base].family  # the registry says what a method is; nothing is guessed from its files
-    ev = evaluate(pi, family, sdr, signals, scores_masks=refined or family == "segmentation")
+                                 read_oof_folds(models / first) if later else None)
+    # the registry says what a method is and gives; nothing is guessed from its files
+    ev = evaluate(pi, method_family(name), sdr, signals, scores_masks="mask" in method_outputs(name))
     out = plots / name
     write_json(metrics / f"{name}.json", ev.summary)
     write_csv(out / "per_image.csv", ev.per_image)
@@ -65,7 +65,7 @@ def main(
         raise ConfigError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
     sdr = list(load_section(params, "evaluate", EvaluateConfig).sdr_thresholds_mm)
     read_table = cache(lambda: read_clean(labels))
-    for name in [variant] + ([f"{variant}_refined"] if refined else []):
+    for name in [variant] + ([refined_name(variant)] if refined else []):
         _score(name, read_table, images_root, models_dir, metrics_dir, plots_dir, sdr, triage)
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import typer
 
-from fetalbio.commands._common import PARAMS_OPTION, compared_names, friendly_errors, method_stages, read_seed
+from fetalbio.commands._common import PARAMS_OPTION, compared_names, friendly_errors, read_seed
 from fetalbio.config import FinalConfig, TrainConfig, VariantConfig, get_key, load_section, merged_train_config, read_params, variant_config
 from fetalbio.data.tables import read_clean
 from fetalbio.io import write_json, write_text
+from fetalbio.variants import method_stages
 
 app = typer.Typer(add_completion=False)
 
@@ -49,7 +50,7 @@ def main(
     candidates = compared_names(raw, params)
     cmp = json.loads(Path(compare).read_text(encoding="utf-8"))
     method = choose_variant(cmp, fcfg.variant, candidates)
-    variant, *later = method_stages(method)
+    variant, *later = [name for name, _ in method_stages(method)]
     common = load_section(params, "train", TrainConfig)
 
     def configs(name: str) -> tuple[VariantConfig, TrainConfig]:

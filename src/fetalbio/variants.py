@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+FAMILY_OUTPUTS = {"landmark": ("points",), "segmentation": ("points", "mask", "ellipse"), "refine": ("points", "mask", "ellipse")}
+
 
 @dataclass(frozen=True)
 class VariantSpec:
@@ -21,6 +23,12 @@ class VariantSpec:
     codec: str | None = None
     decoder: str | None = None
     description: str = ""
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """What the method's networks give an image: ``points`` (the four landmarks or the fitted
+        ellipse's axis endpoints), ``mask`` (a skull mask), ``ellipse`` (fitted to the mask)."""
+        return FAMILY_OUTPUTS[self.family]
 
     @property
     def standalone_family(self) -> bool:
@@ -64,6 +72,31 @@ def split_refined(name: str) -> tuple[str, bool]:
     if name.endswith(REFINED_SUFFIX) and name[: -len(REFINED_SUFFIX)] in VARIANTS:
         return name[: -len(REFINED_SUFFIX)], True
     return name, False
+
+
+def method_stages(method: str) -> list[tuple[str, str]]:
+    """The ``(variant, role)`` of each network a compared method runs, in order: its first-stage
+    variant (``coarse``), then for ``<variant>_refined`` the refinement stage (``refine``). What
+    the export, evaluate and predict ask instead of parsing names or probing files."""
+    variant, refined = split_refined(method)
+    get_variant(variant)
+    return [(variant, "coarse")] + ([("refine", "refine")] if refined else [])
+
+
+def method_family(method: str) -> str:
+    """A compared method's family: its first stage's (a refined landmark method is a landmark method)."""
+    return get_variant(method_stages(method)[0][0]).family
+
+
+def method_outputs(method: str) -> tuple[str, ...]:
+    """What a compared method gives an image: what its last stage outputs (a later stage replaces
+    the points and adds the mask and ellipse of the one before)."""
+    return get_variant(method_stages(method)[-1][0]).outputs
+
+
+def compared_methods(variant_names: list[str]) -> list[str]:
+    """What ``compare`` tabulates: every first-stage variant, then each one refined."""
+    return list(variant_names) + [refined_name(n) for n in variant_names]
 
 
 def get_variant(name: str) -> VariantSpec:

@@ -65,20 +65,10 @@ def read_variant_names(raw: dict, params_path: Path) -> list[str]:
 
 
 def compared_names(raw: dict, params_path: Path) -> list[str]:
-    """What ``compare`` tabulates: every first-stage variant, then each one refined."""
-    from fetalbio.variants import refined_name
+    """What ``compare`` tabulates (:func:`fetalbio.variants.compared_methods` of ``variant_names``)."""
+    from fetalbio.variants import compared_methods
 
-    names = read_variant_names(raw, params_path)
-    return names + [refined_name(n) for n in names]
-
-
-def method_stages(method: str) -> list[str]:
-    """The variants whose networks a compared method runs, in order: its first-stage variant,
-    then (``<variant>_refined``) the refinement stage."""
-    from fetalbio.variants import split_refined
-
-    variant, refined = split_refined(method)
-    return [variant, "refine"] if refined else [variant]
+    return compared_methods(read_variant_names(raw, params_path))
 
 
 def read_seed(params_path: Path) -> int:

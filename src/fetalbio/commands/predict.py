@@ -124,6 +124,7 @@ def main(
     from fetalbio.inference.runtime import open_predictor, resolve_device
     from fetalbio.io import write_csv
     from fetalbio.reporting.review import CardImage, write_review
+    from fetalbio.variants import method_outputs
 
     dev = resolve_device(device, runtime)  # torch is imported only where the networks run in it
     lookup = _spacing_lookup(spacing, pixel_size)
@@ -138,8 +139,8 @@ def main(
         torch.set_num_threads(threads)
     typer.echo(note, err=True)
     loaded = predictor.model
-    if masks is not None and loaded.family != "segmentation":
-        typer.secho(f"warning: --masks ignored: {loaded.variant} is a landmark model (no mask)", fg=typer.colors.YELLOW, err=True)
+    if masks is not None and "mask" not in method_outputs(loaded.method):  # the registry says what a method gives
+        typer.secho(f"warning: --masks ignored: {loaded.method} is a landmark model (no mask)", fg=typer.colors.YELLOW, err=True)
         masks = None
     write_files = writer(masks, overlays)
     card_images: dict = {}  # image name -> the page's JPEGs, encoded as each image is measured

@@ -65,7 +65,7 @@ class BiometryDataset(Dataset):
         self.train = train
         self.with_targets = with_targets
         size = (tcfg.input_width, tcfg.input_height)
-        mask_source = getattr(task, "mask_source", None) if task.needs_mask else None
+        mask_source = task.mask_source if task.needs_mask else None
         self.samples = [load_sample(r, table_dir, size, mask_source) for _, r in self.table.iterrows()]
         self.pipeline: A.Compose | None = None
         self.epoch_seed: int | None = None

@@ -104,6 +104,7 @@ class Task:
     family: str
     model: nn.Module
     needs_mask: bool = False
+    mask_source: str | None = None  # what a task that needs masks trains on: sonographer | landmarks
     standalone: bool = True
     dataset_class: type | None = None
     measure_for_score: bool = False
