@@ -248,8 +248,7 @@ class Hook:
 @dataclass
 class EarlyStopping(Hook):
     """Keeps the weights of the epoch with the lowest validation score, stops after ``patience``
-    epochs without improvement (a resumed training that had stopped trains nothing more) and
-    leaves the best weights in the model."""
+    epochs without improvement (a resumed stopped training: at once) and leaves the best weights."""
 
     patience: int
 
@@ -284,10 +283,8 @@ class ResumeCheckpoint(Hook):
                 raise RuntimeError(f"{self.path}: the ranks see different resume files (is --resume-dir on a disk every rank shares?)")
         if state is None:
             return
-        s.task.model.load_state_dict(state["model"])
-        s.opt.load_state_dict(state["optimizer"])
-        s.sched.load_state_dict(state["scheduler"])
-        s.scaler.load_state_dict(state["scaler"])
+        for part, name in ((s.task.model, "model"), (s.opt, "optimizer"), (s.sched, "scheduler"), (s.scaler, "scaler")):
+            part.load_state_dict(state[name])
         s.best_state = state["best_state"]
         s.best_score, s.best_epoch, s.stale = float(state["best_score"]), int(state["best_epoch"]), int(state["stale"])
         s.history = [dict(r) for r in state["history"]]
