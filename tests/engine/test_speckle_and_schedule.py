@@ -133,6 +133,16 @@ def test_cosine_restarts_values() -> None:
     assert [via_cfg(s) for s in range(46)] == [direct(s) for s in range(46)]
 
 
+def test_every_configured_schedule_is_implemented() -> None:
+    """train.py takes its list of schedules from config (``train.schedule``'s choices)."""
+    choices = typing.get_args(typing.get_type_hints(TrainConfig)["schedule"])
+    assert set(choices) == {"warmup_cosine", "cosine_restarts"}
+    for name in choices:
+        assert callable(lr_schedule(TrainConfig(schedule=name), 3))
+    with pytest.raises(ValueError, match=r"train.schedule must be one of \['warmup_cosine', 'cosine_restarts'\], got 'step'"):
+        lr_schedule(TrainConfig(schedule="step"), 3)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("raw", "match"),
     [

@@ -210,31 +210,18 @@ def train_fold(
     joined. Every rank returns rank 0's summary."""
     dctx = DistContext.from_env()
     with _process_group(dctx, tcfg) as device:
-        spec = get_variant(variant)
-        table = clean.merge(folds[["image_name", "fold"]], on="image_name", how="left", validate="one_to_one")
-        if table["fold"].isna().any():
-            missing = table.loc[table["fold"].isna(), "image_name"].tolist()[:5]
-            raise ValueError(f"{len(missing)}+ cleaned rows have no fold (e.g. {missing}); rerun build_folds")
-        if fold not in set(table["fold"]):
-            raise ValueError(f"fold {fold} does not exist; folds are {sorted(set(table['fold']))}")
+        family = get_variant(variant).family
+        table = _fold_table(clean, folds, fold)
         seeds = vcfg.member_seeds(seed)
         if device is None:
             device = select_device(tcfg)
         held = table[table["fold"] == fold].reset_index(drop=True)
-        members: list[TrainedNetwork] = []
-        calibration: dict | None = None
         member_resume_dirs = [resume_dir if resume_dir is None or len(seeds) == 1 else Path(resume_dir) / f"seed{s}" for s in seeds]
-        for i, (s, own_resume) in enumerate(zip(seeds, member_resume_dirs)):
-            log_dir = (out_dir / ("dvclive" if i == 0 else f"dvclive_seed{s}")) if dctx.is_main else None
-            if log_dir is not None:
-                out_dir.mkdir(parents=True, exist_ok=True)
-            m = train_network(table[table["fold"] != fold], table_dir, variant, vcfg, tcfg, s, fold, device, dctx, calibration, log_dir, own_resume)
-            members.append(m)
-            calibration = m.calibration
+        members = _train_members(table, table_dir, variant, vcfg, tcfg, seeds, fold, device, dctx, out_dir, member_resume_dirs)
         if not dctx.is_main:  # only rank 0 predicts and writes; the others trained, now they wait for its summary
             return ddp.broadcast_object(None)
 
-        task = members[0].task
+        task, calibration = members[0].task, members[-1].calibration
         preds: list[ImagePrediction] = []
         if task.standalone:  # a second stage has no held-out predictions of its own (the `refine` stage makes them)
             held_ds = make_dataset(task, held, table_dir, tcfg, train=False, with_targets=False)
@@ -243,40 +230,10 @@ def train_fold(
 
         stage = StageWeights(stage_role(variant), variant, vcfg, tcfg, [m.task.model.state_dict() for m in members], calibration or {})
         save_model(out_dir / MODEL_FILE, fold_payload(stage, {
-            "fold": fold,
-            "member_seeds": [m.seed for m in members],
-            "best_epochs": [m.result.best_epoch for m in members],
+            "fold": fold, "member_seeds": [m.seed for m in members], "best_epochs": [m.result.best_epoch for m in members],
             "training_data_hash": [table_hash(m.tr_rows[["image_name", *POINT_COLUMNS, "weight"]]) for m in members],
         }))
-        first = members[0]
-        summary = {
-            "variant": variant,
-            "family": spec.family,
-            "fold": fold,
-            "device": device.type,
-            "n_train": len(first.tr_rows),
-            "n_inner_val": len(first.va_rows),
-            "n_heldout": len(held),
-            "n_failed_heldout": int(sum(p.status != "ok" for p in preds)),
-            "best_epoch": first.result.best_epoch,
-            "epochs_run": first.result.epochs_run,
-            "resumed_from_epoch": first.result.resumed_from_epoch,
-            "best_inner_val_score": first.result.best_score,
-            "inner_val_score_kind": task.score_kind,
-            "calibration": calibration,
-            "train_seconds": round(sum(m.result.seconds for m in members), 2),
-            "train_images_per_s": round(first.result.train_images_per_s, 2),
-            "world_size": dctx.world_size,
-            "batch_size_per_process": tcfg.batch_size,
-        }
-        if len(members) > 1:
-            summary["member_seeds"] = [m.seed for m in members]
-            summary["members"] = [
-                {"seed": m.seed, "n_train": len(m.tr_rows), "n_inner_val": len(m.va_rows),
-                 "best_epoch": m.result.best_epoch, "epochs_run": m.result.epochs_run, "resumed_from_epoch": m.result.resumed_from_epoch,
-                 "best_inner_val_score": m.result.best_score, "train_seconds": round(m.result.seconds, 2)}
-                for m in members
-            ]
+        summary = _fold_summary(variant, family, fold, device, tcfg, dctx, members, held, preds)
         write_json(out_dir / "summary.json", summary)
         # only now: a kill while predicting the held-out fold resumes too
         for d in member_resume_dirs:
@@ -286,3 +243,53 @@ def train_fold(
         if dctx.enabled:
             summary = ddp.broadcast_object(summary)  # releases the waiting ranks
         return summary
+
+
+def _fold_table(clean: pd.DataFrame, folds: pd.DataFrame, fold: int) -> pd.DataFrame:
+    """The cleaned rows with their fold; every row must have one and ``fold`` must exist."""
+    table = clean.merge(folds[["image_name", "fold"]], on="image_name", how="left", validate="one_to_one")
+    if table["fold"].isna().any():
+        missing = table.loc[table["fold"].isna(), "image_name"].tolist()[:5]
+        raise ValueError(f"{len(missing)}+ cleaned rows have no fold (e.g. {missing}); rerun build_folds")
+    if fold not in set(table["fold"]):
+        raise ValueError(f"fold {fold} does not exist; folds are {sorted(set(table['fold']))}")
+    return table
+
+
+def _train_members(table: pd.DataFrame, table_dir: Path, variant: str, vcfg: VariantConfig, tcfg: TrainConfig, seeds: list[int], fold: int,
+                   device: torch.device, dctx: DistContext, out_dir: Path, resume_dirs: list[Path | None]) -> list[TrainedNetwork]:
+    """One network per seed on every fold but ``fold``, one after the other; the first measures
+    the calibration, the others take it; rank 0 logs to ``dvclive/`` (``dvclive_seed<s>/``)."""
+    members: list[TrainedNetwork] = []
+    calibration: dict | None = None
+    for i, (s, own_resume) in enumerate(zip(seeds, resume_dirs)):
+        log_dir = (out_dir / ("dvclive" if i == 0 else f"dvclive_seed{s}")) if dctx.is_main else None
+        if log_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        m = train_network(table[table["fold"] != fold], table_dir, variant, vcfg, tcfg, s, fold, device, dctx, calibration, log_dir, own_resume)
+        members.append(m)
+        calibration = m.calibration
+    return members
+
+
+def _fold_summary(variant: str, family: str, fold: int, device: torch.device, tcfg: TrainConfig, dctx: DistContext, members: list[TrainedNetwork],
+                  held: pd.DataFrame, preds: list[ImagePrediction]) -> dict[str, Any]:
+    """``summary.json`` of a fold: the first network's figures (and each member's, for an ensemble)."""
+    first = members[0]
+    summary = {
+        "variant": variant, "family": family, "fold": fold, "device": device.type,
+        "n_train": len(first.tr_rows), "n_inner_val": len(first.va_rows), "n_heldout": len(held), "n_failed_heldout": int(sum(p.status != "ok" for p in preds)),
+        "best_epoch": first.result.best_epoch, "epochs_run": first.result.epochs_run, "resumed_from_epoch": first.result.resumed_from_epoch,
+        "best_inner_val_score": first.result.best_score, "inner_val_score_kind": first.task.score_kind, "calibration": members[-1].calibration,
+        "train_seconds": round(sum(m.result.seconds for m in members), 2), "train_images_per_s": round(first.result.train_images_per_s, 2),
+        "world_size": dctx.world_size, "batch_size_per_process": tcfg.batch_size,
+    }
+    if len(members) > 1:
+        summary["member_seeds"] = [m.seed for m in members]
+        summary["members"] = [
+            {"seed": m.seed, "n_train": len(m.tr_rows), "n_inner_val": len(m.va_rows),
+             "best_epoch": m.result.best_epoch, "epochs_run": m.result.epochs_run, "resumed_from_epoch": m.result.resumed_from_epoch,
+             "best_inner_val_score": m.result.best_score, "train_seconds": round(m.result.seconds, 2)}
+            for m in members
+        ]
+    return summary

@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, get_args, get_type_hints
 
 import numpy as np
 import torch
@@ -123,14 +123,15 @@ def cosine_restarts(total_steps: int, warmup_steps: int, cycle_steps: int, mult:
 
 
 def lr_schedule(tcfg: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """The LR multiplier per optimiser step that ``tcfg.schedule`` names (``warmup_cosine``:
-    :func:`warmup_cosine`, unchanged; ``cosine_restarts``: :func:`cosine_restarts`)."""
+    """The LR multiplier per optimiser step that ``tcfg.schedule`` (config's list of choices) names.
+    Not torch's schedulers: CosineAnnealingLR and LinearLR warm-up are recursive, their LRs differ
+    in the last bits (tested), and the resume file holds ``LambdaLR``'s state."""
     total, warmup = tcfg.epochs * steps_per_epoch, tcfg.warmup_epochs * steps_per_epoch
     if tcfg.schedule == "warmup_cosine":
         return warmup_cosine(total, warmup)
     if tcfg.schedule == "cosine_restarts":
         return cosine_restarts(total, warmup, tcfg.restart_epochs * steps_per_epoch, tcfg.restart_mult)
-    raise ValueError(f"unknown train.schedule {tcfg.schedule!r}")
+    raise ValueError(f"train.schedule must be one of {list(get_args(get_type_hints(TrainConfig)['schedule']))}, got {tcfg.schedule!r}")
 
 
 @torch.no_grad()
@@ -204,6 +205,137 @@ def _load_resume(path: Path, key: str, say: Callable[[str], None]) -> dict[str, 
     return state
 
 
+@dataclass
+class FitState:
+    """What the loop of :func:`fit` and its hooks share: one training's objects and counters."""
+
+    task: Task  # task.model: the plain module (weights, scoring, checkpoints)
+    net: torch.nn.Module  # what trains: task.model or its DistributedDataParallel wrapper
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    loader: DataLoader  # its dataset: the training set; its sampler: the rank's shard under DDP
+    tcfg: TrainConfig
+    seed: int
+    device: torch.device
+    dctx: DistContext | None
+    say: Callable[[str], None]
+    main: bool  # rank 0 (or the only process): scores, writes, logs and says
+    history: list[dict[str, float]] = field(default_factory=list)
+    start: int = 0  # epochs taken from a resume file
+    n_seen: int = 0
+    elapsed: float = 0.0  # seconds trained before a resume
+    t0: float = 0.0
+    best_state: dict[str, torch.Tensor] | None = None
+    best_score: float = math.inf
+    best_epoch: int = -1
+    stale: int = 0  # epochs since the best one
+
+
+class Hook:
+    """One concern of :func:`fit` (the pattern of MONAI's handlers and Lightning's callbacks): the
+    loop calls every hook, in list order, at these points; each does nothing unless overridden."""
+
+    def on_fit_start(self, s: FitState) -> None: ...
+    def should_stop(self, s: FitState) -> bool: return False  # asked before every epoch
+    def on_epoch_start(self, s: FitState, epoch: int) -> None: ...
+    def on_step_end(self, s: FitState, mean_loss: float) -> None: ...
+    def on_train_end(self, s: FitState) -> None: ...  # the epoch's batches done, before scoring
+    def on_epoch_end(self, s: FitState, row: dict[str, float]) -> None: ...
+    def on_fit_end(self, s: FitState) -> None: ...
+
+
+@dataclass
+class EarlyStopping(Hook):
+    """Keeps the weights of the epoch with the lowest validation score, stops after ``patience``
+    epochs without improvement (a resumed stopped training: at once) and leaves the best weights."""
+
+    patience: int
+
+    def should_stop(self, s: FitState) -> bool:
+        return s.stale >= self.patience
+
+    def on_epoch_end(self, s: FitState, row: dict[str, float]) -> None:
+        if row["val_score"] < s.best_score:
+            s.best_score, s.best_epoch, s.stale = row["val_score"], row["epoch"], 0
+            s.best_state = _cpu_state(s.task.model.state_dict())
+        else:
+            s.stale += 1
+
+    def on_fit_end(self, s: FitState) -> None:
+        if s.best_state is not None:
+            s.task.model.load_state_dict(s.best_state)
+
+
+@dataclass
+class ResumeCheckpoint(Hook):
+    """Continues from ``path`` when it holds this training's state (``key``: :func:`_fit_key`) and
+    writes the full state there, atomically, after every epoch (rank 0; every rank reads it)."""
+
+    path: Path
+    key: str
+
+    def on_fit_start(self, s: FitState) -> None:
+        state = _load_resume(self.path, self.key, s.say)
+        if s.dctx is not None:  # every rank must continue from the same epoch
+            mine = float(state["epoch"]) if state is not None else -1.0
+            if ddp.all_reduce_max(mine, s.device) != mine or ddp.all_reduce_max(-mine, s.device) != -mine:
+                raise RuntimeError(f"{self.path}: the ranks see different resume files (is --resume-dir on a disk every rank shares?)")
+        if state is None:
+            return
+        for part, name in ((s.task.model, "model"), (s.opt, "optimizer"), (s.sched, "scheduler"), (s.scaler, "scaler")):
+            part.load_state_dict(state[name])
+        s.best_state = state["best_state"]
+        s.best_score, s.best_epoch, s.stale = float(state["best_score"]), int(state["best_epoch"]), int(state["stale"])
+        s.history = [dict(r) for r in state["history"]]
+        s.start, s.n_seen, s.elapsed = int(state["epoch"]), int(state["n_seen"]), float(state["elapsed"])
+        s.say(f"resume: continuing from {self.path} after epoch {s.start}/{s.tcfg.epochs}")
+
+    def on_epoch_end(self, s: FitState, row: dict[str, float]) -> None:
+        if s.main:
+            write_torch(self.path, {
+                "format": RESUME_FORMAT, "key": self.key, "epoch": row["epoch"], "model": _cpu_state(s.task.model.state_dict()),
+                "optimizer": s.opt.state_dict(), "scheduler": s.sched.state_dict(), "scaler": s.scaler.state_dict(),
+                "best_state": s.best_state, "best_score": s.best_score, "best_epoch": s.best_epoch, "stale": s.stale,
+                "history": s.history, "n_seen": s.n_seen, "elapsed": time.perf_counter() - s.t0,
+            })
+
+
+@dataclass
+class EpochLog(Hook):
+    """``log(epoch, row)`` after every epoch; the epochs a resume file brought are replayed first,
+    so that the per-epoch log is the uninterrupted run's."""
+
+    log: Callable[[int, dict[str, float]], None]
+
+    def on_fit_start(self, s: FitState) -> None:
+        for i, row in enumerate(s.history):
+            self.log(i, row)
+
+    def on_epoch_end(self, s: FitState, row: dict[str, float]) -> None:
+        self.log(row["epoch"] - 1, row)
+
+
+@dataclass
+class Progress(Hook):
+    """A tqdm bar (stderr) over each epoch's batches, with the running mean loss."""
+
+    show: bool
+    bar: Any = None
+
+    def on_epoch_start(self, s: FitState, epoch: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=len(s.loader), desc=f"epoch {epoch + 1}/{s.tcfg.epochs}", leave=False, disable=not self.show, mininterval=1.0)
+
+    def on_step_end(self, s: FitState, mean_loss: float) -> None:
+        self.bar.update()
+        self.bar.set_postfix(loss=f"{mean_loss:.4f}")
+
+    def on_train_end(self, s: FitState) -> None:
+        self.bar.close()
+
+
 def fit(
     task: Task,
     train_ds: BiometryDataset,
@@ -233,13 +365,25 @@ def fit(
     model is wrapped in DistributedDataParallel and each rank trains on its
     ``DistributedSampler`` shard (``tcfg.batch_size`` per rank); rank 0 scores ``val_ds`` and
     broadcasts the score, writes the resume file, logs and says; every rank reads the resume
-    file. Every rank returns the same result and (best) weights."""
-    from tqdm import tqdm
+    file. Every rank returns the same result and (best) weights.
 
+    The loop is :func:`_run`; each concern around it is a :class:`Hook` (early stopping, resume,
+    log, progress bar)."""
     dctx = dist_ctx if dist_ctx is not None and dist_ctx.enabled else None
-    main = dctx is None or dctx.is_main
-    if not main:
-        say, log = (lambda _msg: None), None
+    s = _setup(task, train_ds, tcfg, seed, device, dctx, say if dctx is None or dctx.is_main else (lambda _msg: None))
+    hooks: list[Hook] = [EarlyStopping(tcfg.patience)]  # first: the resume file holds its decision
+    if resume_dir is not None:
+        key = _fit_key(resume_key, tcfg, seed, len(train_ds), len(val_ds), dctx.world_size if dctx else 1)
+        hooks.append(ResumeCheckpoint(Path(resume_dir) / RESUME_FILE, key))
+    if log is not None and s.main:
+        hooks.append(EpochLog(log))
+    hooks.append(Progress(s.main and tcfg.progress and os.environ.get("FETALBIO_NO_PROGRESS") is None))
+    return _run(s, hooks, lambda: score_fn(predict(task, val_ds, tcfg, device, measure=task.measure_for_score)))
+
+
+def _setup(task: Task, train_ds: BiometryDataset, tcfg: TrainConfig, seed: int, device: torch.device, dctx: DistContext | None,
+           say: Callable[[str], None]) -> FitState:
+    """Seed, place (and for several processes wrap) the model; optimiser, loader, LR schedule."""
     seed_everything(seed)
     model = task.model.to(device)
     if device.type == "cuda":
@@ -255,104 +399,77 @@ def fit(
         sampler = ddp.train_sampler(train_ds, dctx, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     loader = _loader(train_ds, tcfg, device, shuffle=True, seed=seed, persistent=False, sampler=sampler)
-    steps_per_epoch = max(1, len(loader))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(tcfg, steps_per_epoch))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(tcfg, max(1, len(loader))))
     use_scaler = device.type == "cuda" and tcfg.amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+    return FitState(task, net, opt, sched, scaler, loader, tcfg, seed, device, dctx, say, dctx is None or dctx.is_main)
 
-    best_state: dict[str, torch.Tensor] | None = None
-    best_score, best_epoch, stale, start, n_seen, elapsed = math.inf, -1, 0, 0, 0, 0.0
-    history: list[dict[str, float]] = []
-    resume_path = Path(resume_dir) / RESUME_FILE if resume_dir is not None else None
-    key = _fit_key(resume_key, tcfg, seed, len(train_ds), len(val_ds), dctx.world_size if dctx else 1)
-    state = _load_resume(resume_path, key, say) if resume_path is not None else None
-    if dctx is not None and resume_path is not None:  # every rank must continue from the same epoch
-        mine = float(state["epoch"]) if state is not None else -1.0
-        if ddp.all_reduce_max(mine, device) != mine or ddp.all_reduce_max(-mine, device) != -mine:
-            raise RuntimeError(f"{resume_path}: the ranks see different resume files (is --resume-dir on a disk every rank shares?)")
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        best_state = state["best_state"]
-        best_score, best_epoch, stale = float(state["best_score"]), int(state["best_epoch"]), int(state["stale"])
-        history = [dict(r) for r in state["history"]]
-        start, n_seen, elapsed = int(state["epoch"]), int(state["n_seen"]), float(state["elapsed"])
-        say(f"resume: continuing from {resume_path} after epoch {start}/{tcfg.epochs}")
-        if log is not None:  # replay, so that the per-epoch log is the uninterrupted run's
-            for i, row in enumerate(history):
-                log(i, row)
-    t0 = time.perf_counter() - elapsed
-    show = main and tcfg.progress and os.environ.get("FETALBIO_NO_PROGRESS") is None
-    stopped = start > 0 and stale >= tcfg.patience
-    for epoch in range(start, tcfg.epochs if not stopped else start):
-        es = epoch_seed(seed, epoch)
-        seed_everything(es if dctx is None else (es + dctx.rank) % 2**32)  # own dropout draws per rank
-        loader.generator.manual_seed(es)
-        if sampler is not None:
-            sampler.set_epoch(epoch)  # shard permutation: a function of (seed, epoch)
-        train_ds.set_epoch(es)
-        net.train()
-        total, count, n_seen_before = 0.0, 0, n_seen
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tcfg.epochs}", leave=False, disable=not show, mininterval=1.0)
-        for batch in bar:
-            b = _to_device(batch, device)
-            with _autocast(device, tcfg.amp):
-                out = net(b["image"])
-                loss = task.loss(out if isinstance(out, list) else out.float(), b)
-            bad = not torch.isfinite(loss)
-            if dctx is not None:  # all ranks stop together (one rank alone would leave the others hanging)
-                bad = ddp.any_rank(bad, device)
-            if bad:
-                raise FloatingPointError(f"non-finite training loss at epoch {epoch + 1}")
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            total += float(loss.detach()) * len(b["image"])
-            count += len(b["image"])
-            n_seen += len(b["image"])
-            bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
-        # rank 0 scores the whole inner-val set (the plain module, no collectives); all ranks get its score
-        score = score_fn(predict(task, val_ds, tcfg, device, measure=task.measure_for_score)) if main else 0.0
-        if dctx is not None:
-            score = ddp.broadcast_float(score, device)
-            total, count, seen = ddp.all_reduce_sum([total, float(count), float(n_seen - n_seen_before)], device)
-            n_seen = n_seen_before + int(seen)
-        row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "val_score": score, "lr": opt.param_groups[0]["lr"]}
-        history.append(row)
-        if score < best_score:
-            best_score, best_epoch, stale = score, epoch + 1, 0
-            best_state = _cpu_state(model.state_dict())
-        else:
-            stale += 1
-        if resume_path is not None and main:
-            write_torch(resume_path, {
-                "format": RESUME_FORMAT,
-                "key": key,
-                "epoch": epoch + 1,
-                "model": _cpu_state(model.state_dict()),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "scaler": scaler.state_dict(),
-                "best_state": best_state,
-                "best_score": best_score,
-                "best_epoch": best_epoch,
-                "stale": stale,
-                "history": history,
-                "n_seen": n_seen,
-                "elapsed": time.perf_counter() - t0,
-            })
-        if log is not None:
-            log(epoch, row)
-        if stale >= tcfg.patience:
+
+def _run(s: FitState, hooks: list[Hook], score: Callable[[], float]) -> FitResult:
+    """The epoch loop: seed the epoch, train on its batches, score it (rank 0), tell the hooks."""
+    for h in hooks:
+        h.on_fit_start(s)
+    s.t0 = time.perf_counter() - s.elapsed
+    for epoch in range(s.start, s.tcfg.epochs):
+        if any(h.should_stop(s) for h in hooks):
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    seconds = time.perf_counter() - t0
-    return FitResult(best_epoch, best_score, len(history), history, seconds, n_seen / max(seconds, 1e-9), start)
+        _seed_epoch(s, epoch)
+        for h in hooks:
+            h.on_epoch_start(s, epoch)
+        s.net.train()
+        total, count, n_seen_before = 0.0, 0, s.n_seen
+        for batch in s.loader:
+            n, loss = _train_step(s, batch, epoch)
+            total += loss * n
+            count += n
+            s.n_seen += n
+            for h in hooks:
+                h.on_step_end(s, total / max(count, 1))
+        for h in hooks:
+            h.on_train_end(s)
+        # rank 0 scores the whole inner-val set (the plain module, no collectives); all ranks get its score
+        val = score() if s.main else 0.0
+        if s.dctx is not None:
+            val = ddp.broadcast_float(val, s.device)
+            total, count, seen = ddp.all_reduce_sum([total, float(count), float(s.n_seen - n_seen_before)], s.device)
+            s.n_seen = n_seen_before + int(seen)
+        row = {"epoch": epoch + 1, "train_loss": total / max(count, 1), "val_score": val, "lr": s.opt.param_groups[0]["lr"]}
+        s.history.append(row)
+        for h in hooks:
+            h.on_epoch_end(s, row)
+    for h in hooks:
+        h.on_fit_end(s)
+    seconds = time.perf_counter() - s.t0
+    return FitResult(s.best_epoch, s.best_score, len(s.history), s.history, seconds, s.n_seen / max(seconds, 1e-9), s.start)
+
+
+def _seed_epoch(s: FitState, epoch: int) -> None:
+    """Every random draw of ``epoch`` from (seed, epoch) alone; each rank its own dropout draws."""
+    es = epoch_seed(s.seed, epoch)
+    seed_everything(es if s.dctx is None else (es + s.dctx.rank) % 2**32)
+    s.loader.generator.manual_seed(es)
+    if s.dctx is not None:
+        s.loader.sampler.set_epoch(epoch)  # shard permutation: a function of (seed, epoch)
+    s.loader.dataset.set_epoch(es)
+
+
+def _train_step(s: FitState, batch: dict[str, torch.Tensor], epoch: int) -> tuple[int, float]:
+    """One optimiser step (autocast, loss-scaled where fp16); the batch size and its loss."""
+    b = _to_device(batch, s.device)
+    with _autocast(s.device, s.tcfg.amp):
+        out = s.net(b["image"])
+        loss = s.task.loss(out if isinstance(out, list) else out.float(), b)
+    bad = not torch.isfinite(loss)
+    if s.dctx is not None:  # all ranks stop together (one rank alone would leave the others hanging)
+        bad = ddp.any_rank(bad, s.device)
+    if bad:
+        raise FloatingPointError(f"non-finite training loss at epoch {epoch + 1}")
+    s.opt.zero_grad(set_to_none=True)
+    s.scaler.scale(loss).backward()
+    s.scaler.step(s.opt)
+    s.scaler.update()
+    s.sched.step()
+    return len(b["image"]), float(loss.detach())
 
 
 def clear_resume(resume_dir: Path | None) -> None:

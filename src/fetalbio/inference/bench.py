@@ -172,9 +172,6 @@ def run_bench(
     on_note: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Everything ``metrics/bench.json`` holds (see the module docstring)."""
-    from fetalbio.inference.onnx_form import onnx_paths
-    from fetalbio.inference.runtime import open_predictor
-
     if runtime not in RUNTIME_CHOICES:
         raise ValueError(f"--runtime must be one of {', '.join(RUNTIME_CHOICES)}, got {runtime!r}")
     decode, images = [], []
@@ -184,80 +181,15 @@ def run_bench(
         images.append(box["im"])
     prev = torch.get_num_threads()
     torch.set_num_threads(threads)
-    cpu = torch.device("cpu")
     try:
         entries: list[Entry] = []
         per_model: list[dict[str, Any]] = []
         for m in models:
-            m = Path(m)
-            graph, manifest = onnx_paths(m)
-            has_onnx = graph.exists() or manifest.exists()
-            wanted = ["torch", "onnx"] if runtime == "both" else [runtime]
-            if m.name.endswith((".onnx", ".onnx.json")):
-                wanted = [r for r in wanted if r == "onnx"] or ["onnx"]
-            row: dict[str, Any] = {"model": str(m), "notes": []}
-            mine = []
-            for rt in wanted:
-                if rt == "onnx" and not has_onnx and runtime == "both":
-                    row["notes"].append(f"no ONNX form ({graph.name}): torch only")
-                    continue
-                pred, _ = open_predictor(m, rt, cpu, threads)
-                mine.append(Entry(str(m), rt, pred))
-            lm = mine[0].predictor.model
-            stage_meta = lm.meta.get("stages", [{}])
-            row.update({
-                "method": lm.method,
-                "family": lm.family,
-                "n_networks": int(stage_meta[0].get("members", len(lm.tasks))) if mine[0].runtime == "onnx" else len(lm.tasks),
-                "n_parameters": _n_parameters(lm),
-                "input_size": list(lm.input_size),
-                "stages": [st.get("role") for st in stage_meta] if stage_meta else ["coarse"],
-            })
-            pre = [mine[0].predictor.preprocess(im) for im in images]
-            row["preprocess_ms"] = _median_ms([_timed(lambda im=im: mine[0].predictor.preprocess(im), cpu) for im in images])
-            for e in mine:
-                e.pre = pre
-            torch_entry = next((e for e in mine if e.runtime == "torch"), None)
-            if train and torch_entry is not None:
-                row["train_images_per_s_batch8"] = train_images_per_s(torch_entry.predictor.model, images)
-            outs = [e.predictor.decode(e.predictor.forward(x[None]), [lb])[0] for e in mine[:1] for x, lb in pre]
-            overlay = []
-            for im, p in zip(images, outs):
-                r = measurement_row(Measured("x.png", im, p, 0.1, "ok", ""))
-                overlay.append(_timed(lambda im=im, p=p, r=r: draw_overlay(im, p, r), cpu))
-            row["overlay_ms"] = _median_ms(overlay)
-            row["cuda"] = (bench_device(torch_entry.predictor.model, images, torch.device("cuda"), batch_sizes)
-                           if cuda and torch.cuda.is_available() and torch_entry is not None else None)
+            row, mine = _model_row(Path(m), images, runtime, threads, batch_sizes, cuda, train)
             entries.extend(mine)
             per_model.append(row)
-        for e in entries:  # warm-up
-            for k, (x, lb) in enumerate(e.pre[:warmup]):
-                e.run([images[k]], x[None], [lb])
-        n = len(entries)
-        for r in range(rounds):
-            for k in range(len(images)):
-                shift = (r + k) % n
-                for e in entries[shift:] + entries[:shift]:
-                    x, lb = e.pre[k]
-                    box: dict = {}
-                    e.fwd.append(_timed(lambda: box.__setitem__("y", e.predictor.forward(x[None])), cpu))
-                    e.post.append(_timed(lambda: box.__setitem__("p", e.predictor.decode(box["y"], [lb])), cpu))
-                    if len(e.predictor.model.stages) > 1:
-                        e.ref.append(_timed(lambda: e.predictor.follow([images[k]], box["p"]), cpu))
-        for bs in batch_sizes:
-            batches = {}
-            for e in entries:
-                xb = np.stack([e.pre[i % len(images)][0] for i in range(bs)])
-                lbs = [e.pre[i % len(images)][1] for i in range(bs)]
-                ims = [images[i % len(images)] for i in range(bs)]
-                e.run(ims, xb, lbs)  # warm-up at this shape
-                batches[id(e)] = (ims, xb, lbs)
-            reps = max(2, len(images) // bs) * rounds
-            for rep in range(reps):
-                shift = rep % n
-                for e in entries[shift:] + entries[:shift]:
-                    ims, xb, lbs = batches[id(e)]
-                    e.batch.setdefault(bs, []).append(_timed(lambda: e.run(ims, xb, lbs), cpu))
+        _time_batch1(entries, images, rounds, warmup)
+        _time_batches(entries, images, batch_sizes, rounds)
     finally:
         torch.set_num_threads(prev)
     for row in per_model:
@@ -276,13 +208,91 @@ def run_bench(
     import onnxruntime as ort
 
     return {
-        "threads": threads,
-        "rounds": rounds,
-        "n_images": len(images),
-        "image_sizes": sorted({f"{im.shape[1]}x{im.shape[0]}" for im in images}),
-        "image_decode_ms": _median_ms(decode),
-        "models": per_model,
-        "torch": torch.__version__,
-        "onnxruntime": ort.__version__,
+        "threads": threads, "rounds": rounds, "n_images": len(images), "image_sizes": sorted({f"{im.shape[1]}x{im.shape[0]}" for im in images}),
+        "image_decode_ms": _median_ms(decode), "models": per_model, "torch": torch.__version__, "onnxruntime": ort.__version__,
         "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(), "python": platform.python_version()},
     }
+
+
+def _model_row(m: Path, images: list[np.ndarray], runtime: str, threads: int, batch_sizes: Sequence[int], cuda: bool,
+               train: bool) -> tuple[dict[str, Any], list[Entry]]:
+    """A model's entries (one per runtime it is timed on) and its row: what it is, and what is timed
+    once (preprocessing, overlay drawing, a training step, CUDA)."""
+    from fetalbio.inference.onnx_form import onnx_paths
+    from fetalbio.inference.runtime import open_predictor
+
+    cpu = torch.device("cpu")
+    graph, manifest = onnx_paths(m)
+    has_onnx = graph.exists() or manifest.exists()
+    wanted = ["torch", "onnx"] if runtime == "both" else [runtime]
+    if m.name.endswith((".onnx", ".onnx.json")):
+        wanted = [r for r in wanted if r == "onnx"] or ["onnx"]
+    row: dict[str, Any] = {"model": str(m), "notes": []}
+    mine = []
+    for rt in wanted:
+        if rt == "onnx" and not has_onnx and runtime == "both":
+            row["notes"].append(f"no ONNX form ({graph.name}): torch only")
+            continue
+        pred, _ = open_predictor(m, rt, cpu, threads)
+        mine.append(Entry(str(m), rt, pred))
+    lm = mine[0].predictor.model
+    stage_meta = lm.meta.get("stages", [{}])
+    row.update({
+        "method": lm.method, "family": lm.family,
+        "n_networks": int(stage_meta[0].get("members", len(lm.tasks))) if mine[0].runtime == "onnx" else len(lm.tasks),
+        "n_parameters": _n_parameters(lm), "input_size": list(lm.input_size), "stages": [st.get("role") for st in stage_meta] if stage_meta else ["coarse"],
+    })
+    pre = [mine[0].predictor.preprocess(im) for im in images]
+    row["preprocess_ms"] = _median_ms([_timed(lambda im=im: mine[0].predictor.preprocess(im), cpu) for im in images])
+    for e in mine:
+        e.pre = pre
+    torch_entry = next((e for e in mine if e.runtime == "torch"), None)
+    if train and torch_entry is not None:
+        row["train_images_per_s_batch8"] = train_images_per_s(torch_entry.predictor.model, images)
+    outs = [e.predictor.decode(e.predictor.forward(x[None]), [lb])[0] for e in mine[:1] for x, lb in pre]
+    overlay = []
+    for im, p in zip(images, outs):
+        r = measurement_row(Measured("x.png", im, p, 0.1, "ok", ""))
+        overlay.append(_timed(lambda im=im, p=p, r=r: draw_overlay(im, p, r), cpu))
+    row["overlay_ms"] = _median_ms(overlay)
+    row["cuda"] = (bench_device(torch_entry.predictor.model, images, torch.device("cuda"), batch_sizes)
+                   if cuda and torch.cuda.is_available() and torch_entry is not None else None)
+    return row, mine
+
+
+def _time_batch1(entries: list[Entry], images: list[np.ndarray], rounds: int, warmup: int) -> None:
+    """Every entry on every image at batch 1, interleaved (the order rotating), after a warm-up."""
+    cpu = torch.device("cpu")
+    for e in entries:  # warm-up
+        for k, (x, lb) in enumerate(e.pre[:warmup]):
+            e.run([images[k]], x[None], [lb])
+    n = len(entries)
+    for r in range(rounds):
+        for k in range(len(images)):
+            shift = (r + k) % n
+            for e in entries[shift:] + entries[:shift]:
+                x, lb = e.pre[k]
+                box: dict = {}
+                e.fwd.append(_timed(lambda: box.__setitem__("y", e.predictor.forward(x[None])), cpu))
+                e.post.append(_timed(lambda: box.__setitem__("p", e.predictor.decode(box["y"], [lb])), cpu))
+                if len(e.predictor.model.stages) > 1:
+                    e.ref.append(_timed(lambda: e.predictor.follow([images[k]], box["p"]), cpu))
+
+
+def _time_batches(entries: list[Entry], images: list[np.ndarray], batch_sizes: Sequence[int], rounds: int) -> None:
+    """Both stages on batches of each size, interleaved the same way, after a warm-up at each shape."""
+    cpu, n = torch.device("cpu"), len(entries)
+    for bs in batch_sizes:
+        batches = {}
+        for e in entries:
+            xb = np.stack([e.pre[i % len(images)][0] for i in range(bs)])
+            lbs = [e.pre[i % len(images)][1] for i in range(bs)]
+            ims = [images[i % len(images)] for i in range(bs)]
+            e.run(ims, xb, lbs)  # warm-up at this shape
+            batches[id(e)] = (ims, xb, lbs)
+        reps = max(2, len(images) // bs) * rounds
+        for rep in range(reps):
+            shift = rep % n
+            for e in entries[shift:] + entries[:shift]:
+                ims, xb, lbs = batches[id(e)]
+                e.batch.setdefault(bs, []).append(_timed(lambda: e.run(ims, xb, lbs), cpu))
