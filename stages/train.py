@@ -1,4 +1,5 @@
-"""Stages ``train_landmark`` / ``train_segmentation``: one variant x one fold."""
+"""Stages ``train@<variant>`` and ``train_refine``: one variant, each of its folds in turn (one
+process for all of them: a sample fold trains in seconds, so a process per fold was mostly start-up)."""
 
 from __future__ import annotations
 
@@ -20,15 +21,15 @@ app = typer.Typer(add_completion=False)
 @friendly_errors(ValueError, KeyError, TypeError, FileNotFoundError)
 def main(
     variant: str = typer.Option(..., help=f"Variant name: {', '.join(VARIANTS)}."),
-    fold: int = typer.Option(..., help="Held-out fold id."),
+    fold: Optional[list[int]] = typer.Option(None, help="Held-out fold id (repeat for several); default: every id of params' folds.ids."),
     params: Path = PARAMS_OPTION,
     labels: Path = typer.Option(Path("data/clean/labels.csv"), help="Cleaned label table."),
     folds: Path = typer.Option(Path("data/folds.csv"), help="Fold assignment."),
     images_root: Path = typer.Option(Path("data/ingested"), help="Folder the table's image/mask paths are relative to."),
-    out_dir: Path = typer.Option(..., help="Output folder: model.pt, oof.csv, masks/, dvclive/, summary.json (+ dvclive_seed<s>/ per extra seed of a seed ensemble; model.pt holds every member)."),
-    resume_dir: Optional[Path] = typer.Option(None, help="Folder of the per-epoch resume file (outside models/: DVC deletes outs before a rerun); default .resume/<variant>/fold<k>."),
+    out_dir: Path = typer.Option(..., help="models/<variant>: per fold, fold<k>/ with model.pt, oof.csv, masks/, dvclive/, summary.json (+ dvclive_seed<s>/ per extra seed of a seed ensemble; model.pt holds every member)."),
+    resume_dir: Optional[Path] = typer.Option(None, help="Folder of the per-epoch resume files, fold<k>/ each (outside models/: DVC deletes outs before a rerun); default .resume/<variant>."),
 ) -> None:
-    """Train one variant on every fold but FOLD; predict the held-out fold."""
+    """Train one variant on every fold but FOLD and predict the held-out fold, for each FOLD."""
     from fetalbio.engine.distributed import DistContext
     from fetalbio.engine.run import default_resume_dir, train_fold
     from fetalbio.tasks import build_task
@@ -43,10 +44,22 @@ def main(
         build_task(variant, vcfg, tcfg)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{params}: variants.{variant}: {exc}") from None
-    summary = train_fold(read_clean(labels), pd.read_csv(folds, dtype={"subject_id": str}), images_root, variant, vcfg, tcfg, fold, read_seed(params), out_dir,
-                         resume_dir=resume_dir if resume_dir is not None else default_resume_dir(variant, fold))
-    if not DistContext.from_env().is_main:  # torchrun: rank 0 reports
-        return
+    folds_ids = list(fold) if fold else _fold_ids(raw, params)
+    for k in folds_ids:  # the tables are read afresh for each fold, as a process of its own would
+        summary = train_fold(read_clean(labels), pd.read_csv(folds, dtype={"subject_id": str}), images_root, variant, vcfg, tcfg, k, read_seed(params), out_dir / f"fold{k}",
+                             resume_dir=resume_dir / f"fold{k}" if resume_dir is not None else default_resume_dir(variant, k))
+        if DistContext.from_env().is_main:  # torchrun: rank 0 reports
+            _report(variant, k, summary, out_dir / f"fold{k}")
+
+
+def _fold_ids(raw: dict, params: Path) -> list[int]:
+    ids = get_key(raw, "folds.ids", str(params))
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise ConfigError(f"{params}: folds.ids must be a non-empty list of fold numbers, got {ids!r}")
+    return ids
+
+
+def _report(variant: str, fold: int, summary: dict, out_dir: Path) -> None:
     typer.echo(
         f"train {variant} fold {fold}: best epoch {summary['best_epoch']}/{summary['epochs_run']}, "
         f"inner-val {summary['inner_val_score_kind']} {summary['best_inner_val_score']:.4g}, "
@@ -58,7 +71,6 @@ def main(
             f"{summary['n_train']} images the network has not learned yet (best inner-val {summary['inner_val_score_kind']} "
             f"{summary['best_inner_val_score']:.3g}); give it more epochs (variants.{variant}.train.epochs) or more data",
             fg=typer.colors.YELLOW, err=True)
-
 
 if __name__ == "__main__":
     app()

@@ -88,13 +88,13 @@ def test_two_process_training_under_torchrun(synth_clean, tiny_arch, repo: Path,
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     work = tmp_path / "work"  # the run's working directory: what it writes lands here
     work.mkdir()
-    out = work / "models" / VARIANT / f"fold{HELD}"
+    out = work / "models" / VARIANT / f"fold{HELD}"  # the stage writes <out-dir>/fold<k>
 
     launch = [str(Path(__file__).resolve().parents[2] / "stages" / "train.py")]  # as dvc.yaml runs the stage
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), *launch, "--params", str(tmp_path / "params.yaml"),
            "--variant", VARIANT, "--fold", str(HELD), "--labels", str(tmp_path / "labels.csv"),
-           "--folds", str(tmp_path / "folds.csv"), "--images-root", str(table_dir), "--out-dir", str(out)]
+           "--folds", str(tmp_path / "folds.csv"), "--images-root", str(table_dir), "--out-dir", str(out.parent)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "FETALBIO_NO_PROGRESS": "1", "GLOO_SOCKET_IFNAME": "lo",
            "MASTER_ADDR": "127.0.0.1", "PYTHONWARNINGS": "ignore"}
     for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT"):
