@@ -169,7 +169,7 @@ def _in_remote(remote: Path, path: Path) -> bool:
 
 def test_push_then_pull_restores_outputs(baseline: Path, tmp_path: Path) -> None:
     outs = _dvc_outs(baseline)
-    assert {"data/folds.csv", "release/model.pt", "models/hm_unet/fold0", "models/seg_unet/fold1"} <= set(outs), outs
+    assert {"data/folds.csv", "release/model.pt", "models/hm_unet", "models/seg_unet", "models/refine"} <= set(outs), outs
     before = _digests(baseline, outs)
     assert len(before) > 20
     remote = tmp_path / "remote"
