@@ -28,13 +28,7 @@ import cv2
 import numpy as np
 import pydicom
 from pydicom.pixels import get_decoder
-from pydicom.uid import (
-    UID,
-    JPEGBaseline8Bit,
-    JPEGExtended12Bit,
-    JPEGLSLossless,
-    JPEGLSNearLossless,
-)
+from pydicom.uid import UID, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSLossless, JPEGLSNearLossless
 
 from fetalbio.io_types import ImageReadError, LoadedImage, PixelSize
 

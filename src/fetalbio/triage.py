@@ -293,10 +293,3 @@ def nested_triage(feats: pd.DataFrame, abs_err_mm: np.ndarray, hc_mm: np.ndarray
         comb = Triage.fit(feats[~test].reset_index(drop=True), np.asarray(abs_err_mm)[~test], groups=np.asarray(folds)[~test], **kw)
         out.append(comb.assess(feats[test], np.asarray(hc_mm)[test], np.asarray(measured)[test]))
     return pd.concat(out).reindex(feats.index)
-
-
-def interval_half_widths(half_hc: np.ndarray, hc: np.ndarray, bpd: np.ndarray, ofd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """BPD and OFD half-widths: the HC interval's relative width applied to each diameter
-    (their errors move with the fitted ellipse's size)."""
-    rel = np.asarray(half_hc) / np.asarray(hc)
-    return rel * np.asarray(bpd), rel * np.asarray(ofd)

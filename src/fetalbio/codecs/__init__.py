@@ -37,14 +37,10 @@ def _check_cfg(cls: type, cfg: dict[str, Any], fixed: tuple[str, ...]) -> None:
     valid = [p for p in params if p != "self" and p not in fixed]
     unknown = sorted(set(cfg) - set(valid))
     if unknown:
-        raise TypeError(
-            f"unknown option(s) {unknown} for {cls.__name__}; valid: {sorted(valid)}"
-        )
+        raise TypeError(f"unknown option(s) {unknown} for {cls.__name__}; valid: {sorted(valid)}")
 
 
-def build_codec(
-    name: str, input_size: tuple[int, int], output_stride: int, **cfg: Any
-) -> Any:
+def build_codec(name: str, input_size: tuple[int, int], output_stride: int, **cfg: Any) -> Any:
     """Build the codec registered as ``name``.
 
     Args:

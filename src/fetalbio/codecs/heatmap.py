@@ -107,9 +107,7 @@ def _window_masks(ix: Tensor, iy: Tensor, h: int, w: int, radius: int) -> tuple[
     return mx, my
 
 
-def _window_marginals(
-    h: Tensor, mx: Tensor, my: Tensor
-) -> tuple[Tensor, Tensor]:
+def _window_marginals(h: Tensor, mx: Tensor, my: Tensor) -> tuple[Tensor, Tensor]:
     """Marginals ``(M, W)``, ``(M, H)`` (each summing to 1) of the clipped-positive map in the
     window; an all-non-positive window is replaced by a uniform one. Differentiable in ``h``."""
     win = my[:, :, None] & mx[:, None, :]
@@ -129,9 +127,7 @@ def _centroid_var(p: Tensor) -> tuple[Tensor, Tensor]:
     return mean, var
 
 
-def _gaussian_window_moments(
-    mu: Tensor, mask: Tensor, sigma: float
-) -> tuple[Tensor, Tensor]:
+def _gaussian_window_moments(mu: Tensor, mask: Tensor, sigma: float) -> tuple[Tensor, Tensor]:
     """Centroid and variance over the window ``mask (M, L)`` of a sampled Gaussian centred at
     ``mu (M,)`` (stable for centres far outside the window)."""
     grid = torch.arange(mask.shape[1], dtype=mu.dtype, device=mu.device)
@@ -231,12 +227,8 @@ def _argmax_refine(h: Tensor) -> Tensor:
     u = torch.minimum(torch.maximum(u, fx - 1), fx + 1)
     v = torch.minimum(torch.maximum(v, fy - 1), fy + 1)
     # Fallback: quarter offset towards the larger neighbour (raw values, clamped indices).
-    qx = 0.25 * torch.sign(
-        h[rows, iy, (ix + 1).clamp(max=ww - 1)] - h[rows, iy, (ix - 1).clamp(min=0)]
-    )
-    qy = 0.25 * torch.sign(
-        h[rows, (iy + 1).clamp(max=hh - 1), ix] - h[rows, (iy - 1).clamp(min=0), ix]
-    )
+    qx = 0.25 * torch.sign(h[rows, iy, (ix + 1).clamp(max=ww - 1)] - h[rows, iy, (ix - 1).clamp(min=0)])
+    qy = 0.25 * torch.sign(h[rows, (iy + 1).clamp(max=hh - 1), ix] - h[rows, (iy - 1).clamp(min=0), ix])
     u = torch.where(ok, u, fx + qx)
     v = torch.where(ok, v, fy + qy)
     return torch.stack([u, v], dim=1)
@@ -289,9 +281,7 @@ class HeatmapCodec:
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; valid: {', '.join(DECODERS)}")
         if uncertainty not in UNCERTAINTIES:
-            raise ValueError(
-                f"unknown uncertainty {uncertainty!r}; valid: {', '.join(UNCERTAINTIES)}"
-            )
+            raise ValueError(f"unknown uncertainty {uncertainty!r}; valid: {', '.join(UNCERTAINTIES)}")
         self.input_size = (w, h)
         self.output_stride = s
         self.heatmap_size = (w // s, h // s)
@@ -313,9 +303,7 @@ class HeatmapCodec:
 
     # ------------------------------------------------------------------ encode
 
-    def encode(
-        self, points: np.ndarray, visible: np.ndarray | None = None
-    ) -> dict[str, np.ndarray]:
+    def encode(self, points: np.ndarray, visible: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Encode one landmark set.
 
         Args:
@@ -336,12 +324,7 @@ class HeatmapCodec:
         wh, hh = self.heatmap_size
         uv = input_to_heatmap(np.where(np.isfinite(pts), pts, 0.0), self.output_stride)
         reach = 3.0 * self.sigma
-        inside = (
-            (uv[:, 0] >= -reach)
-            & (uv[:, 0] <= wh - 1 + reach)
-            & (uv[:, 1] >= -reach)
-            & (uv[:, 1] <= hh - 1 + reach)
-        )
+        inside = (uv[:, 0] >= -reach) & (uv[:, 0] <= wh - 1 + reach) & (uv[:, 1] >= -reach) & (uv[:, 1] <= hh - 1 + reach)
         valid = vis & np.isfinite(pts).all(axis=1) & inside
         den = 2.0 * self.sigma**2
         gx = np.exp(-((np.arange(wh)[None, :] - uv[:, :1]) ** 2) / den)  # (K, Wh)
@@ -355,9 +338,7 @@ class HeatmapCodec:
     def _check_maps(self, shape: tuple[int, ...]) -> None:
         wh, hh = self.heatmap_size
         if len(shape) != 4 or tuple(shape[-2:]) != (hh, wh):
-            raise ValueError(
-                f"expected heatmaps of shape (N, K, {hh}, {wh}) for {self!r}, got {tuple(shape)}"
-            )
+            raise ValueError(f"expected heatmaps of shape (N, K, {hh}, {wh}) for {self!r}, got {tuple(shape)}")
 
     def _decode_uv(self, h: Tensor) -> Tensor:
         """``(M, H, W)`` float64 maps -> ``(M, 2)`` heatmap-pixel coordinates."""

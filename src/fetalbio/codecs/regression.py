@@ -42,9 +42,7 @@ class RegressionCodec:
     def __repr__(self) -> str:
         return f"RegressionCodec(input_size={self.input_size})"
 
-    def encode(
-        self, points: np.ndarray, visible: np.ndarray | None = None
-    ) -> dict[str, np.ndarray]:
+    def encode(self, points: np.ndarray, visible: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Encode one landmark set.
 
         Args:

@@ -74,17 +74,8 @@ def _loader(ds: BiometryDataset, tcfg: TrainConfig, device: torch.device, shuffl
     cuda = device.type == "cuda"
     workers = tcfg.num_workers if cuda else 0
     n = len(sampler) if sampler is not None else len(ds)  # type: ignore[arg-type]
-    return DataLoader(
-        ds,
-        batch_size=tcfg.batch_size,
-        shuffle=shuffle and sampler is None,
-        sampler=sampler,
-        drop_last=shuffle and n > tcfg.batch_size,
-        generator=g,
-        num_workers=workers,
-        pin_memory=cuda,
-        persistent_workers=persistent and workers > 0,
-    )
+    return DataLoader(ds, batch_size=tcfg.batch_size, shuffle=shuffle and sampler is None, sampler=sampler, drop_last=shuffle and n > tcfg.batch_size,
+                      generator=g, num_workers=workers, pin_memory=cuda, persistent_workers=persistent and workers > 0)
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -347,20 +338,9 @@ class Progress(Hook):
         self.bar.close()
 
 
-def fit(
-    task: Task,
-    train_ds: BiometryDataset,
-    val_ds: BiometryDataset,
-    score_fn: Callable[[list[ImagePrediction]], float],
-    tcfg: TrainConfig,
-    seed: int,
-    device: torch.device,
-    log: Callable[[int, dict[str, float]], None] | None = None,
-    resume_dir: Path | None = None,
-    resume_key: str = "",
-    say: Callable[[str], None] = print,
-    dist_ctx: DistContext | None = None,
-) -> FitResult:
+def fit(task: Task, train_ds: BiometryDataset, val_ds: BiometryDataset, score_fn: Callable[[list[ImagePrediction]], float], tcfg: TrainConfig, seed: int,
+        device: torch.device, log: Callable[[int, dict[str, float]], None] | None = None, resume_dir: Path | None = None, resume_key: str = "",
+        say: Callable[[str], None] = print, dist_ctx: DistContext | None = None) -> FitResult:
     """Train ``task.model``; keep the weights of the epoch with the lowest ``score_fn`` on
     ``val_ds``; stop after ``tcfg.patience`` epochs without improvement.
 

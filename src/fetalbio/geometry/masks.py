@@ -122,12 +122,7 @@ def _disk(radius: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
-def fill_outline(
-    outline: np.ndarray,
-    max_gap_px: int = 6,
-    threshold: float | None = None,
-    min_area_px: int = 16,
-) -> np.ndarray:
+def fill_outline(outline: np.ndarray, max_gap_px: int = 6, threshold: float | None = None, min_area_px: int = 16) -> np.ndarray:
     """Filled mask from an HC18 annotation image (a 1-px ellipse outline).
 
     Args:

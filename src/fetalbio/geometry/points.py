@@ -55,9 +55,7 @@ def diameter_lengths(points: np.ndarray) -> tuple[float, float]:
     return float(np.linalg.norm(pts[1] - pts[0])), float(np.linalg.norm(pts[3] - pts[2]))
 
 
-def order_pair(
-    p1: np.ndarray, p2: np.ndarray, direction: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, bool]:
+def order_pair(p1: np.ndarray, p2: np.ndarray, direction: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
     """Return the two endpoints in canonical order and whether they were swapped.
 
     Point 1 has the smaller projection on ``direction`` (default ``REFERENCE_DIRECTION``); when

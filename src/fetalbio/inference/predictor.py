@@ -31,7 +31,6 @@ PREDICT_COLUMNS = ["image_name", *POINT_COLUMNS, "bpd_mm", "ofd_mm", "hc_mm", "h
 # Hadlock (1984) fitted its HC regression on fetuses of 14-42 weeks, HC about 10-36 cm: outside
 # this range no gestational age is given (``ga_note`` says why)
 GA_HC_RANGE_MM = (100.0, 360.0)
-FLAGS = ("ok", "uncertain", "failed")
 # A diameter shorter than this is no head (a collapsed prediction): the row is `failed`.
 MIN_DIAMETER_PX = 4.0
 

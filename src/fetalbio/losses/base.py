@@ -35,19 +35,11 @@ class WeightedLoss(nn.Module):
         if channel_weight is not None:
             cw = torch.as_tensor(channel_weight, dtype=loss.dtype, device=loss.device)
             if cw.shape != loss.shape:
-                raise ValueError(
-                    f"channel_weight must have shape {tuple(loss.shape)}, got {tuple(cw.shape)}"
-                )
+                raise ValueError(f"channel_weight must have shape {tuple(loss.shape)}, got {tuple(cw.shape)}")
             weight = weight * cw
         return (loss * weight).mean(dim=1)
 
-    def _single(
-        self,
-        pred: Tensor,
-        target: Tensor,
-        sample_weight: Tensor | None,
-        channel_weight: Tensor | None,
-    ) -> Tensor:
+    def _single(self, pred: Tensor, target: Tensor, sample_weight: Tensor | None, channel_weight: Tensor | None) -> Tensor:
         if pred.shape != target.shape:
             raise ValueError(
                 f"{type(self).__name__}: pred {tuple(pred.shape)} and target "
@@ -58,9 +50,7 @@ class WeightedLoss(nn.Module):
             return per.mean()
         sw = torch.as_tensor(sample_weight, dtype=per.dtype, device=per.device).reshape(-1)
         if sw.shape != per.shape:
-            raise ValueError(
-                f"sample_weight must have shape {tuple(per.shape)}, got {tuple(sw.shape)}"
-            )
+            raise ValueError(f"sample_weight must have shape {tuple(per.shape)}, got {tuple(sw.shape)}")
         return (sw * per).sum() / sw.sum().clamp_min(_EPS)
 
     def forward(

@@ -30,9 +30,7 @@ class _PointWeighted(WeightedLoss):
         else:
             pw = torch.as_tensor(list(point_weights), dtype=torch.float32)
             if pw.ndim != 1 or not torch.all(torch.isfinite(pw)) or torch.any(pw < 0):
-                raise ValueError(
-                    f"point_weights must be K finite non-negative floats, got {point_weights}"
-                )
+                raise ValueError(f"point_weights must be K finite non-negative floats, got {point_weights}")
             self.register_buffer("point_weights", pw, persistent=False)
 
     def channel_scale(self, num_channels: int, ref: Tensor) -> Tensor | None:
@@ -123,13 +121,7 @@ class AdaptiveWingLoss(_PointWeighted):
         d = (pred - target).abs()
         power = self.alpha - y
         ratio = self.theta / self.epsilon
-        a = (
-            self.omega
-            / (1.0 + ratio**power)
-            * power
-            * ratio ** (power - 1.0)
-            / self.epsilon
-        )
+        a = self.omega / (1.0 + ratio**power) * power * ratio ** (power - 1.0) / self.epsilon
         c = self.theta * a - self.omega * torch.log1p(ratio**power)
         small = self.omega * torch.log1p((d / self.epsilon) ** power)
         large = a * d - c
@@ -152,9 +144,7 @@ class _CoordLoss(_PointWeighted):
     """Coordinate loss on normalised ``(B, K, 2)`` coords; errors are multiplied by ``scale``
     (a float, or ``(sx, sy)``: pass the input size ``(W, H)`` to work in input pixels)."""
 
-    def __init__(
-        self, scale: float | Sequence[float], point_weights: Sequence[float] | None
-    ) -> None:
+    def __init__(self, scale: float | Sequence[float], point_weights: Sequence[float] | None) -> None:
         super().__init__(point_weights)
         self.register_buffer("scale", _as_scale(scale), persistent=False)
 
@@ -173,12 +163,7 @@ class SmoothL1CoordLoss(_CoordLoss):
         point_weights: optional ``K`` per-point weights.
     """
 
-    def __init__(
-        self,
-        beta: float = 1.0,
-        scale: float | Sequence[float] = 256.0,
-        point_weights: Sequence[float] | None = None,
-    ) -> None:
+    def __init__(self, beta: float = 1.0, scale: float | Sequence[float] = 256.0, point_weights: Sequence[float] | None = None) -> None:
         super().__init__(scale, point_weights)
         self.beta = float(beta)
 
@@ -295,18 +280,9 @@ class HeatmapCoordLoss(torch.nn.Module):
         if len(pred) != 2 or len(target) != 2:
             raise ValueError("heatmap_coord expects (heatmaps, coords) pairs as pred and target")
         (heat, coords), (heat_t, coords_t) = pred, target
-        return (
-            self.heatmap_loss(heat, heat_t, sample_weight, channel_weight),
-            self.coord_loss(coords, coords_t, sample_weight, channel_weight),
-        )
+        return self.heatmap_loss(heat, heat_t, sample_weight, channel_weight), self.coord_loss(coords, coords_t, sample_weight, channel_weight)
 
-    def forward(
-        self,
-        pred: Sequence,
-        target: Sequence[Tensor],
-        sample_weight: Tensor | None = None,
-        channel_weight: Tensor | None = None,
-    ) -> Tensor:
+    def forward(self, pred: Sequence, target: Sequence[Tensor], sample_weight: Tensor | None = None, channel_weight: Tensor | None = None) -> Tensor:
         heat, coord = self.terms(pred, target, sample_weight, channel_weight)
         return self.heatmap_weight * heat + self.coord_weight * coord
 

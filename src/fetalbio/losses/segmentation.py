@@ -49,9 +49,7 @@ class DiceBCELoss(WeightedLoss):
         smooth: Dice smoothing in pixels.
     """
 
-    def __init__(
-        self, dice_weight: float = 1.0, bce_weight: float = 1.0, smooth: float = 1.0
-    ) -> None:
+    def __init__(self, dice_weight: float = 1.0, bce_weight: float = 1.0, smooth: float = 1.0) -> None:
         super().__init__()
         self.dice_weight = float(dice_weight)
         self.bce_weight = float(bce_weight)
@@ -106,9 +104,7 @@ class FocalDiceLoss(WeightedLoss):
         focal = (1.0 - p_t).clamp_min(1e-12) ** self.gamma * bce
         if self.alpha is not None:
             focal = focal * (self.alpha * target + (1.0 - self.alpha) * (1.0 - target))
-        return self.focal_weight * focal.mean(dim=(2, 3)) + self.dice_weight * soft_dice_loss(
-            pred, target, self.smooth
-        )
+        return self.focal_weight * focal.mean(dim=(2, 3)) + self.dice_weight * soft_dice_loss(pred, target, self.smooth)
 
 
 @LOSSES.register("boundary_dice_bce")
@@ -130,14 +126,7 @@ class BoundaryDiceBCELoss(DiceBCELoss):
         smooth: Dice smoothing in pixels.
     """
 
-    def __init__(
-        self,
-        dice_weight: float = 1.0,
-        bce_weight: float = 1.0,
-        boundary_weight: float = 1.0,
-        width: int = 2,
-        smooth: float = 1.0,
-    ) -> None:
+    def __init__(self, dice_weight: float = 1.0, bce_weight: float = 1.0, boundary_weight: float = 1.0, width: int = 2, smooth: float = 1.0) -> None:
         super().__init__(dice_weight=dice_weight, bce_weight=bce_weight, smooth=smooth)
         if int(width) < 1:
             raise ValueError(f"width must be >= 1 pixel, got {width}")

@@ -23,16 +23,7 @@ from fetalbio.metrics.biometry import (
     ramanujan_hc,
 )
 from fetalbio.metrics.folds import summarize_over_folds
-from fetalbio.metrics.landmarks import (
-    DIAMETER_PAIRS,
-    ced_curve,
-    match_pairs,
-    mre,
-    nme,
-    per_landmark,
-    radial_errors,
-    sdr,
-)
+from fetalbio.metrics.landmarks import DIAMETER_PAIRS, ced_curve, match_pairs, mre, nme, per_landmark, radial_errors, sdr
 from fetalbio.metrics.segmentation import boundary, dice, hausdorff95, iou
 from fetalbio.metrics.uncertainty import aurc, risk_coverage, uncertainty_error_correlation
 

@@ -33,14 +33,7 @@ def bland_altman(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     d = x - y
     mean = float(d.mean()) if d.size else float("nan")
     sd = float(d.std(ddof=1)) if d.size > 1 else float("nan")
-    return {
-        "mean_diff": mean,
-        "sd_diff": sd,
-        "loa_low": mean - 1.96 * sd,
-        "loa_high": mean + 1.96 * sd,
-        "n": int(d.size),
-        "n_missing": n_missing,
-    }
+    return {"mean_diff": mean, "sd_diff": sd, "loa_low": mean - 1.96 * sd, "loa_high": mean + 1.96 * sd, "n": int(d.size), "n_missing": n_missing}
 
 
 def bland_altman_points(a: np.ndarray, b: np.ndarray) -> pd.DataFrame:

@@ -8,9 +8,7 @@ import numpy as np
 import pandas as pd
 
 
-def summarize_over_folds(
-    df: pd.DataFrame, value_cols: Sequence[str], fold_col: str = "fold"
-) -> dict[str, dict[str, float]]:
+def summarize_over_folds(df: pd.DataFrame, value_cols: Sequence[str], fold_col: str = "fold") -> dict[str, dict[str, float]]:
     """Mean and standard deviation across folds of each column in ``value_cols``.
 
     ``df`` may hold one row per fold (e.g. a metric per fold) or several rows per fold (e.g.

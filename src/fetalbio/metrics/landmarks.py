@@ -138,9 +138,7 @@ def sdr(errors_mm: np.ndarray, thresholds_mm: Sequence[float] = (2, 2.5, 3, 4)) 
     return out
 
 
-def per_landmark(
-    errors: np.ndarray, unit: str = "mm", names: Sequence[str] = POINT_NAMES
-) -> dict[str, dict[str, float]]:
+def per_landmark(errors: np.ndarray, unit: str = "mm", names: Sequence[str] = POINT_NAMES) -> dict[str, dict[str, float]]:
     """Per-point summary of an ``(N, 4)`` error array.
 
     Returns ``{point_name: {"mre_<unit>", "median_<unit>", "max_<unit>", "n", "n_failed"}}``

@@ -40,9 +40,7 @@ def boundary(mask: np.ndarray) -> np.ndarray:
     return m & ~ndimage.binary_erosion(m, border_value=0)
 
 
-def hausdorff95(
-    a: np.ndarray, b: np.ndarray, spacing_mm: float | Sequence[float] = 1.0
-) -> float:
+def hausdorff95(a: np.ndarray, b: np.ndarray, spacing_mm: float | Sequence[float] = 1.0) -> float:
     """95th percentile of the symmetric boundary-to-boundary distances, in mm.
 
     The distances from every boundary pixel of ``a`` to the nearest boundary pixel of ``b`` and

@@ -49,15 +49,7 @@ class ConvBNReLU(nn.Sequential):
         relu: append a ReLU (``False`` gives conv + BN only, e.g. before a residual sum).
     """
 
-    def __init__(
-        self,
-        in_ch: int,
-        out_ch: int,
-        kernel_size: int = 3,
-        stride: int = 1,
-        dilation: int = 1,
-        relu: bool = True,
-    ) -> None:
+    def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1, dilation: int = 1, relu: bool = True) -> None:
         padding = dilation * (kernel_size - 1) // 2
         layers: list[nn.Module] = [
             nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=padding, dilation=dilation, bias=False),
@@ -116,9 +108,7 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(
-        self, in_ch: int, out_ch: int, stride: int = 1, dilation: int = 1, mid_ch: int | None = None
-    ) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, dilation: int = 1, mid_ch: int | None = None) -> None:
         super().__init__()
         mid_ch = max(1, out_ch // self.expansion) if mid_ch is None else mid_ch
         self.conv1 = ConvBNReLU(in_ch, mid_ch, 1)

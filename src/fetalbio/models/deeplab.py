@@ -36,12 +36,8 @@ class ASPP(nn.Module):
         branches: list[nn.Module] = [ConvBNReLU(in_ch, out_ch, kernel_size=1)]
         branches += [ConvBNReLU(in_ch, out_ch, kernel_size=3, dilation=int(r)) for r in rates]
         self.branches = nn.ModuleList(branches)
-        self.image_pool = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_ch, out_ch, kernel_size=1), nn.ReLU()
-        )
-        self.project = nn.Sequential(
-            ConvBNReLU((len(branches) + 1) * out_ch, out_ch, kernel_size=1), nn.Dropout(dropout)
-        )
+        self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(in_ch, out_ch, kernel_size=1), nn.ReLU())
+        self.project = nn.Sequential(ConvBNReLU((len(branches) + 1) * out_ch, out_ch, kernel_size=1), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = [branch(x) for branch in self.branches]
@@ -94,10 +90,7 @@ class DeepLabV3Plus(nn.Module):
         scale = 16 // encoder_stride
         self.aspp = ASPP(self.encoder.channels[-1], aspp_width, [r * scale for r in aspp_rates], dropout)
         self.low_level = ConvBNReLU(self.encoder.channels[0], low_level_width, kernel_size=1)
-        self.decoder = nn.Sequential(
-            ConvBNReLU(aspp_width + low_level_width, aspp_width),
-            ConvBNReLU(aspp_width, aspp_width),
-        )
+        self.decoder = nn.Sequential(ConvBNReLU(aspp_width + low_level_width, aspp_width), ConvBNReLU(aspp_width, aspp_width))
         self.head = nn.Conv2d(aspp_width, out_channels, kernel_size=1)
         self.input_multiple: int = encoder_stride
         init_weights(self)

@@ -36,10 +36,7 @@ class LevelAttentionFusion(nn.Module):
     def __init__(self, channels: int, levels: int, reduction: int = 4) -> None:
         super().__init__()
         self.levels = levels
-        self.level_logits = nn.Sequential(
-            ConvBNReLU(channels * levels, channels, kernel_size=3),
-            nn.Conv2d(channels, levels, kernel_size=1),
-        )
+        self.level_logits = nn.Sequential(ConvBNReLU(channels * levels, channels, kernel_size=3), nn.Conv2d(channels, levels, kernel_size=1))
         squeezed = max(1, channels // reduction)
         self.channel = nn.Sequential(
             nn.AdaptiveAvgPool2d(1),

@@ -14,17 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from fetalbio.models.blocks import (
-    Bottleneck,
-    ConvBNReLU,
-    RegressionHead,
-    check_input,
-    check_option,
-    init_head,
-    init_weights,
-    pool_grid,
-    resize_to,
-)
+from fetalbio.models.blocks import Bottleneck, ConvBNReLU, RegressionHead, check_input, check_option, init_head, init_weights, pool_grid, resize_to
 from fetalbio.registry import MODELS
 
 __all__ = ["Hourglass", "HourglassNet", "HybridHourglass"]
@@ -76,15 +66,7 @@ class HourglassNet(nn.Module):
     output_kind = "dense"
     output_stride = 4
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        stacks: int = 1,
-        depth: int = 4,
-        width: int = 64,
-        blocks: int = 1,
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stacks: int = 1, depth: int = 4, width: int = 64, blocks: int = 1) -> None:
         super().__init__()
         if stacks < 1 or depth < 1 or blocks < 1:
             raise ValueError(f"hourglass: stacks, depth and blocks must be >= 1, got {stacks}, {depth}, {blocks}")
@@ -101,9 +83,7 @@ class HourglassNet(nn.Module):
             _residuals(width, 1),
         )
         self.hourglasses = nn.ModuleList(Hourglass(width, depth, blocks) for _ in range(stacks))
-        self.features = nn.ModuleList(
-            nn.Sequential(_residuals(width, blocks), ConvBNReLU(width, width, kernel_size=1)) for _ in range(stacks)
-        )
+        self.features = nn.ModuleList(nn.Sequential(_residuals(width, blocks), ConvBNReLU(width, width, kernel_size=1)) for _ in range(stacks))
         self.heads = nn.ModuleList(nn.Conv2d(width, out_channels, kernel_size=1) for _ in range(stacks))
         # re-injection of the features and of the predictions into the next stack
         self.merge_features = nn.ModuleList(nn.Conv2d(width, width, kernel_size=1) for _ in range(stacks - 1))

@@ -42,9 +42,7 @@ class FuseLayer(nn.Module):
                 elif j > i:
                     row.append(ConvBNReLU(widths[j], widths[i], kernel_size=1, relu=False))
                 else:
-                    convs: list[nn.Module] = [
-                        ConvBNReLU(widths[j], widths[j], stride=2) for _ in range(i - j - 1)
-                    ]
+                    convs: list[nn.Module] = [ConvBNReLU(widths[j], widths[j], stride=2) for _ in range(i - j - 1)]
                     convs.append(ConvBNReLU(widths[j], widths[i], stride=2, relu=False))
                     row.append(nn.Sequential(*convs))
             self.paths.append(row)
@@ -70,9 +68,7 @@ class HRModule(nn.Module):
 
     def __init__(self, widths: Sequence[int], blocks: int, multi_scale_output: bool = True) -> None:
         super().__init__()
-        self.branches = nn.ModuleList(
-            nn.Sequential(*(BasicBlock(w, w) for _ in range(blocks))) for w in widths
-        )
+        self.branches = nn.ModuleList(nn.Sequential(*(BasicBlock(w, w) for _ in range(blocks))) for w in widths)
         self.fuse: nn.Module | None = FuseLayer(widths, multi_scale_output) if len(widths) > 1 else None
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:

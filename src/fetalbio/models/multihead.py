@@ -58,9 +58,7 @@ class MultiHeadUNet(nn.Module):
         self.input_multiple: int = 2**depth
         widths = [base_width * 2**i for i in range(depth + 1)]
         self.inc = DoubleConv(in_channels, widths[0])
-        self.downs = nn.ModuleList(
-            nn.Sequential(nn.MaxPool2d(2), DoubleConv(widths[i], widths[i + 1])) for i in range(depth)
-        )
+        self.downs = nn.ModuleList(nn.Sequential(nn.MaxPool2d(2), DoubleConv(widths[i], widths[i + 1])) for i in range(depth))
         n_heads = math.ceil(out_channels / head_points)
         sizes = [min(head_points, out_channels - j * head_points) for j in range(n_heads)]
         self.head_channels: tuple[int, ...] = tuple(sizes)

@@ -237,9 +237,7 @@ class EfficientNetRegression(nn.Module):
                 plan.append((ch, out_ch, expand, kernel, stride if r == 0 else 1))
                 ch = out_ch
         n = len(plan)
-        self.blocks = nn.Sequential(*(
-            MBConv(i, o, e, k, s, se_ratio, drop_path * b / max(1, n - 1)) for b, (i, o, e, k, s) in enumerate(plan)
-        ))
+        self.blocks = nn.Sequential(*(MBConv(i, o, e, k, s, se_ratio, drop_path * b / max(1, n - 1)) for b, (i, o, e, k, s) in enumerate(plan)))
         head_ch = _round_width(1280, width_mult)
         self.top = _conv_bn_act(ch, head_ch, 1)
         self.head = RegressionHead(head_ch, out_channels, grid, hidden, dropout)

@@ -62,10 +62,7 @@ class ResNetEncoder(nn.Module):
         block_cls = _BLOCKS[block]
         expansion: int = block_cls.expansion  # type: ignore[attr-defined]
 
-        self.stem = nn.Sequential(
-            ConvBNReLU(in_channels, base_width, kernel_size=7, stride=2),
-            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
-        )
+        self.stem = nn.Sequential(ConvBNReLU(in_channels, base_width, kernel_size=7, stride=2), nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
         in_ch, stride, dilation = base_width, 4, 1
         channels, strides = [], []
         stages = []
@@ -133,11 +130,7 @@ class ResNetDeconv(nn.Module):
         ups: list[nn.Module] = []
         ch = self.encoder.channels[-1]
         for width in deconv_widths:
-            ups += [
-                nn.ConvTranspose2d(ch, width, kernel_size=4, stride=2, padding=1, bias=False),
-                nn.BatchNorm2d(width),
-                nn.ReLU(),
-            ]
+            ups += [nn.ConvTranspose2d(ch, width, kernel_size=4, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
             ch = width
         self.deconv = nn.Sequential(*ups)
         self.head = nn.Conv2d(ch, out_channels, kernel_size=1)

@@ -35,14 +35,7 @@ class UNet(nn.Module):
     output_stride = 1
     name = "unet"
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        base_width: int = 16,
-        depth: int = 4,
-        bilinear: bool = False,
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, base_width: int = 16, depth: int = 4, bilinear: bool = False) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"{self.name}: depth must be >= 1, got {depth}")
@@ -50,12 +43,8 @@ class UNet(nn.Module):
         self.input_multiple: int = 2**depth
         widths = [base_width * 2**i for i in range(depth + 1)]
         self.inc = DoubleConv(in_channels, widths[0])
-        self.downs = nn.ModuleList(
-            nn.Sequential(nn.MaxPool2d(2), DoubleConv(widths[i], widths[i + 1])) for i in range(depth)
-        )
-        self.ups = nn.ModuleList(
-            self._make_up(widths[i + 1], widths[i], widths[i], bilinear) for i in reversed(range(depth))
-        )
+        self.downs = nn.ModuleList(nn.Sequential(nn.MaxPool2d(2), DoubleConv(widths[i], widths[i + 1])) for i in range(depth))
+        self.ups = nn.ModuleList(self._make_up(widths[i + 1], widths[i], widths[i], bilinear) for i in reversed(range(depth)))
         self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
         init_weights(self)
         init_head(self.head)

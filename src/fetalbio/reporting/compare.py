@@ -79,8 +79,7 @@ def paired_hc_test(per_image: dict[str, pd.DataFrame], a: str | None, b: str | N
 
 def markdown_table(table: pd.DataFrame, best: dict[str, list[str]], test: dict[str, Any], data_note: str, gest: pd.DataFrame | None = None) -> str:
     cols = ["variant", "family"] + [c for c, _, _ in TABLE_COLUMNS]
-    lines = ["# Variant comparison", "", data_note, "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines = ["# Variant comparison", "", data_note, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in table.iterrows():
         cells = []
         for c in cols:

@@ -160,9 +160,7 @@ def pair_runs(a: RunErrors, b: RunErrors, common: bool = False) -> pd.DataFrame:
     return out.sort_values("image_name").reset_index(drop=True)
 
 
-def subject_bootstrap_ci(
-    values: np.ndarray, subjects: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95
-) -> tuple[float, float]:
+def subject_bootstrap_ci(values: np.ndarray, subjects: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Percentile interval of the mean of ``values`` when whole subjects are resampled with
     replacement (each draw keeps the number of subjects; a subject brings all its images)."""
     v = np.asarray(values, dtype=np.float64)
