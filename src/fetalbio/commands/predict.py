@@ -114,7 +114,7 @@ def main(
     report: Optional[Path] = typer.Option(None, help="Write a self-contained HTML review page: every image's overlay and values, failed and uncertain first."),
     frames: str = typer.Option("all", help="Frames of multi-frame DICOM files: all | first | frame numbers from 1 (2,5); a row each, named file.dcm:N."),
     sr: Optional[Path] = typer.Option(None, "--sr", help="Folder for DICOM Structured Reports: one per image measured in mm, referring to its DICOM source (docs/dicom.md)."),
-) -> None:
+) -> None:  # long: a Typer command, 17 lines of options; the body reads, measures and writes in one flow
     """Measure BPD, OFD, HC (mm, with a pixel size) and GA of new images; one CSV row per image.
 
     An unreadable image becomes a `failed` row with the reason (exit code 0, with a warning).

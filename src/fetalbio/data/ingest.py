@@ -220,7 +220,7 @@ def _store_mask(mask01: np.ndarray, out_dir: Path, name: str, source: str) -> st
     return rel.as_posix()
 
 
-def _ingest_challenge(root: Path, cfg: DataConfig, out_dir: Path, source: str) -> tuple[list[dict], list[Issue], dict[str, int]]:
+def _ingest_challenge(root: Path, cfg: DataConfig, out_dir: Path, source: str) -> tuple[list[dict], list[Issue], dict[str, int]]:  # long: one pass over the landmark CSV, each row check a line or two, in file order
     lm_file = cfg.landmarks_csv
     df = read_table_csv(root / lm_file)
     df = _require_columns(df, ["image_name", *POINT_COLUMNS], lm_file)
@@ -296,7 +296,7 @@ def _ingest_challenge(root: Path, cfg: DataConfig, out_dir: Path, source: str) -
     return rows, issues, counts
 
 
-def _ingest_hc18(root: Path, cfg: DataConfig, out_dir: Path, source: str) -> tuple[list[dict], list[Issue], dict[str, int]]:
+def _ingest_hc18(root: Path, cfg: DataConfig, out_dir: Path, source: str) -> tuple[list[dict], list[Issue], dict[str, int]]:  # long: one pass over the HC18 CSV, each row check a line or two, in file order
     from fetalbio.geometry.ellipse import ellipse_endpoints, fit_ellipse
     from fetalbio.geometry.masks import fill_outline
 

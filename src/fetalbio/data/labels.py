@@ -131,7 +131,7 @@ def robust_mahalanobis(features: np.ndarray, seed: int, noise_floor: np.ndarray 
     return d2
 
 
-def audit(table: pd.DataFrame, table_dir: Path, cfg: LabelsConfig, seed: int = 0) -> AuditResult:
+def audit(table: pd.DataFrame, table_dir: Path, cfg: LabelsConfig, seed: int = 0) -> AuditResult:  # long: the audit's checks in order (geometry, Mahalanobis, off-skull, near-duplicates) on one table
     """Audit every row of an ingest table (see module docstring); apply ``cfg.policy``."""
     rep = table.copy().reset_index(drop=True)
     if "has_landmarks" not in rep.columns:

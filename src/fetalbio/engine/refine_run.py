@@ -87,7 +87,7 @@ def _spread(errs: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def refine_heldout(clean: pd.DataFrame, table_dir: Path, coarse_dir: Path, refine_dir: Path, out_dir: Path, batch_size: int = 16,
-                   passes: int | None = None, combine: str | None = None, tta: str | None = None) -> dict[str, Any]:
+                   passes: int | None = None, combine: str | None = None, tta: str | None = None) -> dict[str, Any]:  # long: per fold, read, rebuild the coarse predictions, refine, write; one loop reads best
     """Refine every fold of ``coarse_dir`` with the same fold of ``refine_dir``; write
     ``out_dir/fold<k>/{oof.csv,masks/,summary.json}``; return the summary over folds.
     ``passes``, ``combine``, ``tta``: instead of the trained ``crop.passes`` /

@@ -193,7 +193,7 @@ def train_fold(
     seed: int,
     out_dir: Path,
     resume_dir: Path | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any]:  # long: 15 lines of docstring
     """Train ``variant`` on all folds but ``fold``; write into ``out_dir``: ``model.pt`` (a
     one-stage model file, :func:`~fetalbio.model_file.fold_payload`), ``oof.csv`` (held-out predictions), ``masks/`` (segmentation), ``dvclive/``, ``summary.json``.
     ``resume_dir``: where :func:`fit` keeps its per-epoch resume file (None: none is written).

@@ -122,7 +122,7 @@ def _disk(radius: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
-def fill_outline(outline: np.ndarray, max_gap_px: int = 6, threshold: float | None = None, min_area_px: int = 16) -> np.ndarray:
+def fill_outline(outline: np.ndarray, max_gap_px: int = 6, threshold: float | None = None, min_area_px: int = 16) -> np.ndarray:  # long: 30 lines of docstring
     """Filled mask from an HC18 annotation image (a 1-px ellipse outline).
 
     Args:
@@ -299,7 +299,7 @@ def mask_to_ellipse(
     min_inlier_fraction: float = 0.4,
     min_points: int = 20,
     max_size_frac: float = 1.5,
-) -> MaskEllipseResult:
+) -> MaskEllipseResult:  # long: 29 lines of docstring; the fit and its fallbacks in the order they are tried
     """Head ellipse and canonical axis endpoints from a predicted ``(H, W)`` map.
 
     Args:

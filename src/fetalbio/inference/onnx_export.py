@@ -259,7 +259,7 @@ def _check_against_torch(model_path: Path, data: bytes, keys: list[str], graphs:
     return diffs
 
 
-def export_onnx(model_path: Path, out: Path | None = None) -> tuple[Path, Path, dict[str, Any]]:
+def export_onnx(model_path: Path, out: Path | None = None) -> tuple[Path, Path, dict[str, Any]]:  # long: export, check against torch and write the manifest, in order
     """Write the ONNX form of a model file (version 1 or 2): ``X.onnx`` and ``X.onnx.json``
     next to it, or at ``out`` (the graph's path). Returns ``(graph, manifest, manifest dict)``."""
     import onnx

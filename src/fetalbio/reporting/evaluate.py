@@ -255,7 +255,7 @@ def _rounded(d: Any, nd: int = 5) -> Any:
 
 
 def evaluate(per_image: pd.DataFrame, family: str, sdr_thresholds_mm: list[float], signals: pd.DataFrame | None = None,
-             scores_masks: bool | None = None) -> Evaluation:
+             scores_masks: bool | None = None) -> Evaluation:  # long: the summary built in the order of the JSON it writes, each metric one call
     """Summary metrics (and plot data) from :func:`per_image_table`'s output; with the triage
     ``signals`` (:func:`triage_signals`, same row order) also the nested out-of-fold triage
     (uncertainty, 90 % interval, flag) and how well it picks out the errors. ``family``: the

@@ -42,7 +42,7 @@ def _range_line(final: dict[str, Any]) -> str:
     return f"- Trained on heads of HC {rng[0]:.0f}–{rng[1]:.0f} mm (the sonographer's reference){by}."
 
 
-def model_card(final: dict[str, Any], metrics: dict[str, Any], data_root: str, n_subjects: int) -> str:
+def model_card(final: dict[str, Any], metrics: dict[str, Any], data_root: str, n_subjects: int) -> str:  # long: the card's Markdown top to bottom, one line per row
     """Markdown: what the model is, how it was trained, its cross-validated numbers, use and limits.
 
     ``final`` is the ``final`` stage's summary, ``metrics`` the variant's ``metrics/variants``
