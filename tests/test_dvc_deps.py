@@ -67,3 +67,14 @@ def test_the_closure_follows_function_level_and_transitive_imports(tmp_path: Pat
 def test_the_library_never_imports_stages() -> None:
     for f in (SRC / "fetalbio").rglob("*.py"):
         assert "stages" not in {n.split(".")[0] for n in fetalbio_imports(f)} and "from stages" not in f.read_text(encoding="utf-8"), f
+
+
+def test_dvc_lock_holds_only_the_pipeline_s_stages() -> None:
+    """DVC keeps the lock entries of stages that no longer exist; every stage run re-parses and
+    rewrites the whole lock (seconds per stage for a few hundred KB), so stale entries cost the
+    first run time. Prune them with the stage list of `dvc.repo.Repo('.').index.stages`."""
+    from dvc.repo import Repo
+
+    live = {s.addressing for s in Repo(str(REPO)).index.stages}
+    locked = set(yaml.safe_load((REPO / "dvc.lock").read_text(encoding="utf-8"))["stages"])
+    assert locked <= live, f"dvc.lock entries of stages not in dvc.yaml: {sorted(locked - live)[:10]}"
