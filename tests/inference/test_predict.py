@@ -205,3 +205,18 @@ def test_predictor_channels_last_forward_equals_the_model(files, kind: str) -> N
     out = pred.forward(x)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
     assert all(p.is_contiguous() for p in loaded.tasks[0].model.parameters())
+
+
+def test_masks_follow_what_the_method_gives(files, tmp_path: Path) -> None:
+    """`--masks` asks the variant registry what a method gives: a landmark model has no mask (the
+    option is refused with a warning), a landmark model refined by the second stage has one."""
+    res = _run(["--model", str(files["landmark"]), "--images", str(files["images"]), "--out", str(tmp_path / "a.csv"), "--masks", str(tmp_path / "ma")])
+    assert "--masks ignored: hm_unet is a landmark model" in res.output
+    torch.manual_seed(0)
+    arch = {"base_width": 4, "depth": 2}
+    stages = [StageWeights("coarse" if v == "hm_unet" else "refine", v, VariantConfig(arch=arch), TCFG, [build_task(v, VariantConfig(arch=arch), TCFG).model.state_dict()],
+                           {} if v == "hm_unet" else {"edge_offset_px": 0.5}) for v in ("hm_unet", "refine")]
+    two = tmp_path / "hm_refined.pt"
+    save_model(two, model_payload("hm_unet_refined", stages, {"test": True}, None, 0.95))
+    res = _run(["--model", str(two), "--images", str(files["images"]), "--out", str(tmp_path / "b.csv"), "--masks", str(tmp_path / "mb")])
+    assert "--masks ignored" not in res.output and len(pd.read_csv(tmp_path / "b.csv")) == len(NAMES)
