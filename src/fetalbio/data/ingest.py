@@ -189,8 +189,9 @@ def _read_spacing(path: Path, file: str) -> tuple[dict[str, tuple[float, float]]
         name = row["image_name"]
         px = _parse_number(row["pixel_size_mm"])
         hc = _parse_number(row["hc_mm"]) if "hc_mm" in df.columns else float("nan")
-        if px is None or not np.isfinite(px) or px <= 0:
-            issues.append(Issue(file, line, "pixel_size_mm", name, f"pixel size must be a positive number, got {row['pixel_size_mm']!r}"))
+        if px is None or (np.isfinite(px) and px <= 0) or (not np.isfinite(px) and not is_dicom_name(name)):
+            empty = " (empty only for a DICOM file, which carries its own)" if px is not None and not np.isfinite(px) else ""
+            issues.append(Issue(file, line, "pixel_size_mm", name, f"pixel size must be a positive number{empty}, got {row['pixel_size_mm']!r}"))
             continue
         if hc is None or (np.isfinite(hc) and hc <= 0):
             issues.append(Issue(file, line, "hc_mm", name, f"hc_mm must be a positive number or empty, got {row['hc_mm']!r}"))
@@ -200,6 +201,28 @@ def _read_spacing(path: Path, file: str) -> tuple[dict[str, tuple[float, float]]
             continue
         out[name] = (px, hc)
     return out, issues
+
+
+def is_dicom_name(name: str) -> bool:
+    """Whether a table's image name is a DICOM file by its extension (the spacing CSV is read before the images)."""
+    return Path(name).suffix.lower() in (".dcm", ".dicom")
+
+
+def _mask_path(masks_dir: Path, name: str) -> Path:
+    """A row's mask: the image's file name under the masks folder, or for a DICOM image its stem + ``.png``."""
+    own = masks_dir / Path(name).name
+    return own if own.exists() or not is_dicom_name(name) else own.with_suffix(".png")
+
+
+def _pixel_size(csv_px: float, loaded, pts: np.ndarray, counts: dict[str, int]) -> float:
+    """The spacing CSV's pixel size, else a DICOM file's own for the head whose axis endpoints
+    are ``pts`` (4, 2): the ultrasound region around them, else PixelSpacing (``io_dicom``)."""
+    if np.isfinite(csv_px) or loaded.dicom is None or not np.isfinite(pts).all():
+        return csv_px
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    size = loaded.dicom.pixel_size(tuple(pts.mean(axis=0)), (lo[0], lo[1], hi[0], hi[1]))
+    counts["pixel_size_from_dicom"] = counts.get("pixel_size_from_dicom", 0) + int(np.isfinite(size.mm))
+    return size.mm
 
 
 def _store_image(src: Path, loaded, out_dir: Path, name: str, source: str) -> str:
@@ -251,7 +274,7 @@ def _ingest_challenge(root: Path, cfg: DataConfig, out_dir: Path, source: str) -
         row_issues += pt_issues
         mask01 = None
         if loaded is not None and masks_dir.is_dir():
-            mpath = masks_dir / Path(name).name
+            mpath = _mask_path(masks_dir, name)
             if mpath.exists():
                 try:
                     m = read_gray8(mpath)
@@ -266,6 +289,7 @@ def _ingest_challenge(root: Path, cfg: DataConfig, out_dir: Path, source: str) -
             continue
         assert loaded is not None
         px, hc = spacing.get(name, (float("nan"), float("nan")))
+        px = _pixel_size(px, loaded, np.asarray(coords, dtype=np.float64).reshape(4, 2), counts)
         counts["converted_16bit"] += "16bit_to_8bit" in loaded.conversions
         counts["converted_colour"] += any(c.endswith("_to_gray") for c in loaded.conversions)
         counts["without_spacing"] += not np.isfinite(px)
@@ -391,7 +415,7 @@ def _ingest_masks(root: Path, cfg: DataConfig, out_dir: Path, source: str) -> tu
         try:
             src = safe_join(root / cfg.images_dir, name)
             loaded = read_gray8(src)
-            m = read_gray8(safe_join(root / cfg.masks_dir, Path(name).name))
+            m = read_gray8(_mask_path(root / cfg.masks_dir, name))
         except (UnsafePathError, ImageReadError) as exc:
             issues.append(Issue(cfg.spacing_csv, line, "image_name", name, str(exc)))
             continue
@@ -404,6 +428,7 @@ def _ingest_masks(root: Path, cfg: DataConfig, out_dir: Path, source: str) -> tu
         except ValueError as exc:
             issues.append(Issue(mask_file, None, "", name, f"mask unusable: {exc}"))
             continue
+        px = _pixel_size(px, loaded, pts, counts)
         counts["converted_16bit"] += "16bit_to_8bit" in loaded.conversions
         counts["converted_colour"] += any(c.endswith("_to_gray") for c in loaded.conversions)
         counts["without_spacing"] += not np.isfinite(px)
@@ -486,7 +511,7 @@ def ingest(cfg: DataConfig, out_dir: Path, base_dir: Path | None = None) -> Inge
         raise IngestError(issues or [Issue(str(root), None, "", "", "no rows")], f"ingest of {root} kept no rows")
     rows_in = sum(c["rows_in"] for c in per_source.values())
     layouts = sorted({c["layout"] for c in per_source.values()})
-    totals = {k: sum(int(c.get(k, 0)) for c in per_source.values()) for k in ("converted_16bit", "converted_colour", "without_spacing", "without_mask", "rejected_by_reviewer")}
+    totals = {k: sum(int(c.get(k, 0)) for c in per_source.values()) for k in ("converted_16bit", "converted_colour", "without_spacing", "pixel_size_from_dicom", "without_mask", "rejected_by_reviewer")}
     counts = {"layout": "+".join(layouts), "rows_in": rows_in, "rows_kept": len(table), "rows_dropped": rows_in - len(table),
               "issues": len(dropped), "rows_with_landmarks": int(table["has_landmarks"].sum()), **totals, "sources": per_source}
     return IngestResult(table, dropped, counts)
