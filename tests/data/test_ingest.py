@@ -186,3 +186,13 @@ def test_ingested_table_round_trip(data_cfg: DataConfig, tmp_path: Path) -> None
     back = read_ingested(tmp_path / "out" / "table.csv")
     assert list(back["image_name"]) == list(res.table["image_name"])
     assert back["subject_id"].iloc[0] == "000"  # leading zeros kept: read as text
+
+
+def test_empty_pixel_size_of_a_png_is_reported(synth_root: Path, data_cfg: DataConfig, tmp_path: Path) -> None:
+    ref = pd.read_csv(synth_root / "hc18_reference.csv", dtype=str)
+    ref.loc[1, "pixel_size_mm"] = ""
+    ref.to_csv(synth_root / "hc18_reference.csv", index=False)
+    with pytest.raises(IngestError, match=r"hc18_reference.csv line 3, column pixel_size_mm.*empty only for a DICOM file"):
+        ingest(data_cfg, tmp_path / "out")
+    res = ingest(dataclasses.replace(data_cfg, on_error="drop"), tmp_path / "out")
+    assert res.counts["without_spacing"] == 1 and len(res.dropped) == 1

@@ -60,3 +60,12 @@ def test_a_dicom_file_without_a_pixel_size_is_counted_without_spacing(tmp_path: 
     res = ingest(cfg, tmp_path / "out")
     assert np.isnan(res.table.set_index("image_name").loc["a.dcm", "pixel_size_mm"])
     assert res.counts["without_spacing"] == 1 and res.counts["pixel_size_from_dicom"] == 0
+
+
+def test_a_dicom_file_is_known_by_its_content_not_its_name(tmp_path: Path) -> None:
+    """An extensionless DICOM file (as PACS exports name them) may leave the CSV's pixel size empty."""
+    cfg, px = _masks_source(tmp_path / "src", [("IM0001", "", "250.0"), ("b.png", "0.15", "260.0")])
+    (tmp_path / "src" / "images" / "a.dcm").rename(tmp_path / "src" / "images" / "IM0001")
+    (tmp_path / "src" / "masks" / "a.png").rename(tmp_path / "src" / "masks" / "IM0001.png")
+    t = ingest(cfg, tmp_path / "out").table.set_index("image_name")
+    assert t.loc["IM0001", "pixel_size_mm"] == pytest.approx(px, rel=1e-6)

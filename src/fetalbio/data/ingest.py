@@ -178,20 +178,22 @@ def _points_issues(values: dict[str, str], size: tuple[int, int] | None, file: s
     return issues, coords
 
 
-def _read_spacing(path: Path, file: str) -> tuple[dict[str, tuple[float, float]], list[Issue]]:
-    """image_name -> (pixel_size_mm, hc_mm); bad rows become issues."""
+def _read_spacing(path: Path, file: str) -> tuple[dict[str, tuple[float, float]], list[Issue], dict[str, Issue]]:
+    """image_name -> (pixel_size_mm, hc_mm); bad rows become issues. An empty pixel size is NaN
+    and its issue is held back (third value): it stands unless the image turns out to be a DICOM
+    file, which carries its own (known once the image is read, by its content)."""
     df = read_table_csv(path)
     df = _require_columns(df, ["image_name", "pixel_size_mm"], file)
     out: dict[str, tuple[float, float]] = {}
     issues: list[Issue] = []
+    blank: dict[str, Issue] = {}
     for i, row in df.iterrows():
         line = int(i) + 2
         name = row["image_name"]
         px = _parse_number(row["pixel_size_mm"])
         hc = _parse_number(row["hc_mm"]) if "hc_mm" in df.columns else float("nan")
-        if px is None or (np.isfinite(px) and px <= 0) or (not np.isfinite(px) and not is_dicom_name(name)):
-            empty = " (empty only for a DICOM file, which carries its own)" if px is not None and not np.isfinite(px) else ""
-            issues.append(Issue(file, line, "pixel_size_mm", name, f"pixel size must be a positive number{empty}, got {row['pixel_size_mm']!r}"))
+        if px is None or (np.isfinite(px) and px <= 0):
+            issues.append(Issue(file, line, "pixel_size_mm", name, f"pixel size must be a positive number, got {row['pixel_size_mm']!r}"))
             continue
         if hc is None or (np.isfinite(hc) and hc <= 0):
             issues.append(Issue(file, line, "hc_mm", name, f"hc_mm must be a positive number or empty, got {row['hc_mm']!r}"))
@@ -200,18 +202,16 @@ def _read_spacing(path: Path, file: str) -> tuple[dict[str, tuple[float, float]]
             issues.append(Issue(file, line, "image_name", name, "duplicate image name in the spacing CSV"))
             continue
         out[name] = (px, hc)
-    return out, issues
-
-
-def is_dicom_name(name: str) -> bool:
-    """Whether a table's image name is a DICOM file by its extension (the spacing CSV is read before the images)."""
-    return Path(name).suffix.lower() in (".dcm", ".dicom")
+        if not np.isfinite(px):
+            blank[name] = Issue(file, line, "pixel_size_mm", name, f"pixel size must be a positive number (empty only for a DICOM file, which carries its own), got {row['pixel_size_mm']!r}")
+    return out, issues, blank
 
 
 def _mask_path(masks_dir: Path, name: str) -> Path:
-    """A row's mask: the image's file name under the masks folder, or for a DICOM image its stem + ``.png``."""
+    """A row's mask: the image's file name under the masks folder, else its stem + ``.png`` (the
+    mask of a DICOM or other non-PNG image)."""
     own = masks_dir / Path(name).name
-    return own if own.exists() or not is_dicom_name(name) else own.with_suffix(".png")
+    return own if own.exists() else own.with_suffix(".png")
 
 
 def _pixel_size(csv_px: float, loaded, pts: np.ndarray, counts: dict[str, int]) -> float:
@@ -249,9 +249,10 @@ def _ingest_challenge(root: Path, cfg: DataConfig, out_dir: Path, source: str) -
     df = _require_columns(df, ["image_name", *POINT_COLUMNS], lm_file)
     has_subject = "subject_id" in df.columns
     spacing: dict[str, tuple[float, float]] = {}
+    blank: dict[str, Issue] = {}
     issues: list[Issue] = []
     if cfg.spacing_csv and (root / cfg.spacing_csv).is_file():
-        spacing, sp_issues = _read_spacing(root / cfg.spacing_csv, cfg.spacing_csv)
+        spacing, sp_issues, blank = _read_spacing(root / cfg.spacing_csv, cfg.spacing_csv)
         issues += sp_issues
     counts = {"rows_in": len(df), "converted_16bit": 0, "converted_colour": 0, "without_spacing": 0, "without_mask": 0}
     dup = df["image_name"].duplicated(keep=False)
@@ -288,6 +289,8 @@ def _ingest_challenge(root: Path, cfg: DataConfig, out_dir: Path, source: str) -
             issues += row_issues
             continue
         assert loaded is not None
+        if loaded.dicom is not None:
+            blank.pop(name, None)  # an empty pixel size is allowed: the file carries its own
         px, hc = spacing.get(name, (float("nan"), float("nan")))
         px = _pixel_size(px, loaded, np.asarray(coords, dtype=np.float64).reshape(4, 2), counts)
         counts["converted_16bit"] += "16bit_to_8bit" in loaded.conversions
@@ -312,6 +315,7 @@ def _ingest_challenge(root: Path, cfg: DataConfig, out_dir: Path, source: str) -
                 "has_landmarks": True,
             }
         )
+    issues += list(blank.values())  # empty pixel sizes of images that are not DICOM (their rows stay, without one)
     labelled = set(df["image_name"])
     extra = sorted(n for n in spacing if n not in labelled)
     counts["spacing_rows_without_landmarks"] = len(extra)
@@ -407,7 +411,7 @@ def _mask_axes(mask01: np.ndarray) -> np.ndarray:
 
 def _ingest_masks(root: Path, cfg: DataConfig, out_dir: Path, source: str) -> tuple[list[dict], list[Issue], dict[str, int]]:
     """Masks + spacing CSV, no landmark CSV: one row per spacing-CSV row."""
-    spacing, issues = _read_spacing(root / cfg.spacing_csv, cfg.spacing_csv)
+    spacing, issues, blank = _read_spacing(root / cfg.spacing_csv, cfg.spacing_csv)
     rows: list[dict] = []
     counts = {"rows_in": len(spacing) + len(issues), "converted_16bit": 0, "converted_colour": 0, "without_spacing": 0, "without_mask": 0}
     for line, (name, (px, hc)) in enumerate(spacing.items(), start=2):
@@ -421,6 +425,9 @@ def _ingest_masks(root: Path, cfg: DataConfig, out_dir: Path, source: str) -> tu
             continue
         if m.size != loaded.size:
             issues.append(Issue(mask_file, None, "", name, f"mask size {m.size[0]}x{m.size[1]} differs from image size {loaded.size[0]}x{loaded.size[1]}"))
+            continue
+        if name in blank and loaded.dicom is None:
+            issues.append(blank[name])
             continue
         mask01 = (m.pixels > 127).astype(np.uint8)
         try:
